@@ -1,0 +1,282 @@
+"""Payload models of SPEC §3 and the one parser that turns topic + bytes into a value.
+
+msgspec decodes and validates in one pass in C; the numbers behind that choice are
+in docs/benchmarks.md (parse). Payload ranges live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from cityvitals.reasons import Reason, Rejection
+from cityvitals.timeutil import from_epoch_ms
+from cityvitals.topics import Channel, Kind, Topic, parse_topic
+
+# Ranges of SPEC §3, as msgspec constraints so that decoding checks them.
+BatteryV = Annotated[float, msgspec.Meta(ge=0, le=5)]
+RssiDbm = Annotated[float, msgspec.Meta(ge=-150, le=0)]
+Pct = Annotated[float, msgspec.Meta(ge=0, le=100)]
+WeightKg = Annotated[float, msgspec.Meta(ge=0, le=2000)]
+Ppm = Annotated[float, msgspec.Meta(ge=0, le=1000)]
+TempC = Annotated[float, msgspec.Meta(ge=-40, le=150)]
+HutBatteryV = Annotated[float, msgspec.Meta(ge=0, le=100)]
+PowerKw = Annotated[float, msgspec.Meta(ge=-100000, le=100000)]
+NonNeg = Annotated[float, msgspec.Meta(ge=0)]
+VoltageV = Annotated[float, msgspec.Meta(ge=0, le=1000)]
+PowerFactor = Annotated[float, msgspec.Meta(ge=0, le=1)]
+Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+TsField = int | str | None
+
+Category = Literal["wet", "dry", "recyclable", "hazardous"]
+CATEGORIES: tuple[Category, ...] = ("wet", "dry", "recyclable", "hazardous")
+
+
+class ParkingPayload(msgspec.Struct, frozen=True):
+    """SPEC §3.1: one sensor per parking space."""
+
+    occupied: bool
+    ts: TsField = None
+    battery_v: BatteryV | None = None
+    rssi_dbm: RssiDbm | None = None
+    seq: Seq | None = None
+
+
+class Bin(msgspec.Struct, frozen=True):
+    """One bin of a waste hut."""
+
+    category: Category
+    fill_pct: Pct
+    weight_kg: WeightKg | None = None
+
+
+class Gas(msgspec.Struct, frozen=True):
+    """Gas readings of a waste hut."""
+
+    h2s_ppm: Ppm | None = None
+    nh3_ppm: Ppm | None = None
+    ch4_pct_lel: Pct | None = None
+
+
+class WastePayload(msgspec.Struct, frozen=True):
+    """SPEC §3.2: one smart garbage hut with up to 8 bins."""
+
+    bins: Annotated[list[Bin], msgspec.Meta(min_length=1, max_length=8)]
+    ts: TsField = None
+    gas: Gas | None = None
+    temp_c: TempC | None = None
+    seepage: bool | None = None
+    door_open: bool | None = None
+    # SPEC §3.2 shows a 12 V hut battery and gives no range; 0-100 V keeps it sane.
+    battery_v: HutBatteryV | None = None
+    seq: Seq | None = None
+
+
+class EnergyPayload(msgspec.Struct, frozen=True):
+    """SPEC §3.3: one meter at a building or site."""
+
+    active_power_kw: PowerKw
+    ts: TsField = None
+    energy_kwh: NonNeg | None = None
+    voltage_v: VoltageV | None = None
+    power_factor: PowerFactor | None = None
+    adjustable_kw: NonNeg | None = None
+    seq: Seq | None = None
+
+
+EVENT_TYPE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+class EventPayload(msgspec.Struct, frozen=True):
+    """SPEC §3.4: an event, unique per device by `id`."""
+
+    type: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    ts: TsField = None
+    seq: Seq | None = None
+
+
+_PAYLOAD_TYPES: dict[Kind, type[ParkingPayload | WastePayload | EnergyPayload]] = {
+    Kind.PARKING: ParkingPayload,
+    Kind.WASTE: WastePayload,
+    Kind.ENERGY: EnergyPayload,
+}
+_DECODERS = {kind: msgspec.json.Decoder(t) for kind, t in _PAYLOAD_TYPES.items()}
+_EVENT_DECODER = msgspec.json.Decoder(EventPayload)
+_ANY_DECODER = msgspec.json.Decoder(dict[str, Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Validation limits of SPEC §2 (configurable)."""
+
+    max_payload_bytes: int = 8192
+    clock_skew: timedelta = timedelta(minutes=5)
+    too_old: timedelta = timedelta(days=7)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A valid telemetry reading."""
+
+    kind: Kind
+    device_id: str
+    ts: datetime
+    ts_from_broker: bool
+    received_at: datetime
+    seq: int | None
+    payload: ParkingPayload | WastePayload | EnergyPayload
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A device's `online`/`offline` status."""
+
+    kind: Kind
+    device_id: str
+    online: bool
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A valid device event; `attrs` keeps its other fields."""
+
+    kind: Kind
+    device_id: str
+    event_id: str
+    type: str
+    ts: datetime
+    ts_from_broker: bool
+    received_at: datetime
+    attrs: dict[str, Any]
+
+
+Message = Reading | Status | Event
+
+
+def _classify(err: msgspec.ValidationError) -> Rejection:
+    text = str(err)
+    where = text.rsplit(" - at ", 1)
+    path = where[1].strip("`") if len(where) == 2 else "$"
+    field = path[2:] if path.startswith("$.") else path
+    bounded = ("Number out of range" in text) or (
+        text.startswith("Expected `")
+        and any(op in where[0] for op in (" >= ", " <= ", " > ", " < "))
+        and "length" not in where[0]
+    )
+    if bounded:
+        return Rejection(Reason.OUT_OF_RANGE, f"{field}: {where[0]}")
+    if text.startswith("Object missing required field"):
+        missing = text.split("`")[1] if "`" in text else "?"
+        prefix = "" if field == "$" else f"{field}."
+        return Rejection(Reason.SCHEMA, f"{prefix}{missing}: required field missing")
+    return Rejection(Reason.SCHEMA, f"{field}: {where[0]}")
+
+
+def _finite(obj: msgspec.Struct, path: str = "") -> Rejection | None:
+    # JSON allows 1e999, which decodes to infinity and would pass a one-sided range.
+    for name in obj.__struct_fields__:
+        value = getattr(obj, name)
+        if isinstance(value, float) and not math.isfinite(value):
+            return Rejection(Reason.OUT_OF_RANGE, f"{path}{name}: not a finite number")
+        if isinstance(value, msgspec.Struct):
+            bad = _finite(value, f"{path}{name}.")
+            if bad:
+                return bad
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, msgspec.Struct):
+                    bad = _finite(item, f"{path}{name}[{i}].")
+                    if bad:
+                        return bad
+    return None
+
+
+def _timestamp(
+    raw: int | str | None, received_at: datetime, limits: Limits
+) -> tuple[datetime, bool] | Rejection:
+    if raw is None:
+        return received_at, True
+    if isinstance(raw, int):
+        try:
+            ts = from_epoch_ms(raw)
+        except (OverflowError, ValueError):
+            return Rejection(Reason.OUT_OF_RANGE, f"ts: epoch milliseconds {raw} out of range")
+    else:
+        try:
+            ts = datetime.fromisoformat(raw)
+        except ValueError:
+            return Rejection(Reason.SCHEMA, f"ts: {raw[:64]!r} is not RFC 3339")
+        if ts.tzinfo is None:
+            return Rejection(Reason.SCHEMA, f"ts: {raw[:64]!r} has no UTC offset")
+    if ts - received_at > limits.clock_skew:
+        return Rejection(
+            Reason.CLOCK_SKEW,
+            f"ts: {ts.isoformat()} is {(ts - received_at).total_seconds():.0f} s in the future",
+        )
+    if received_at - ts > limits.too_old:
+        return Rejection(
+            Reason.TOO_OLD,
+            f"ts: {ts.isoformat()} is older than {limits.too_old.total_seconds():.0f} s",
+        )
+    return ts, False
+
+
+def _status(topic: Topic, payload: bytes, received_at: datetime) -> Status | Rejection:
+    text = payload.strip().strip(b'"').lower()
+    if text in (b"online", b"offline"):
+        return Status(topic.kind, topic.device_id, text == b"online", received_at)
+    return Rejection(Reason.SCHEMA, f"status: expected 'online' or 'offline', got {payload[:32]!r}")
+
+
+def parse_message(
+    topic_name: str, payload: bytes, received_at: datetime, *, prefix: str, limits: Limits
+) -> Message | Rejection:
+    """Turn one MQTT message into a `Reading`, `Status`, `Event` or a `Rejection`."""
+    topic = parse_topic(topic_name, prefix)
+    if isinstance(topic, Rejection):
+        return topic
+    if len(payload) > limits.max_payload_bytes:
+        return Rejection(
+            Reason.TOO_LARGE, f"payload: {len(payload)} bytes, at most {limits.max_payload_bytes}"
+        )
+    if topic.channel is Channel.STATUS:
+        return _status(topic, payload, received_at)
+    try:
+        if topic.channel is Channel.EVENT:
+            return _event(topic, payload, received_at, limits)
+        body = _DECODERS[topic.kind].decode(payload)
+    except msgspec.ValidationError as err:
+        return _classify(err)
+    except msgspec.DecodeError as err:
+        return Rejection(Reason.INVALID_JSON, f"payload: {err}")
+    bad = _finite(body)
+    if bad:
+        return bad
+    when = _timestamp(body.ts, received_at, limits)
+    if isinstance(when, Rejection):
+        return when
+    return Reading(topic.kind, topic.device_id, when[0], when[1], received_at, body.seq, body)
+
+
+def _event(
+    topic: Topic, payload: bytes, received_at: datetime, limits: Limits
+) -> Event | Rejection:
+    body = _EVENT_DECODER.decode(payload)
+    if EVENT_TYPE_RE.fullmatch(body.type) is None:
+        return Rejection(Reason.SCHEMA, f"type: {body.type[:40]!r} is not a short lowercase word")
+    when = _timestamp(body.ts, received_at, limits)
+    if isinstance(when, Rejection):
+        return when
+    attrs = _ANY_DECODER.decode(payload)
+    for key in ("ts", "type", "id"):
+        attrs.pop(key, None)
+    return Event(
+        topic.kind, topic.device_id, body.id, body.type, when[0], when[1], received_at, attrs
+    )
