@@ -210,7 +210,7 @@ CATALOGUE: tuple[Indicator, ...] = (
         "Electricity used today",
         "kWh",
         CDS,
-        "Σ per meter (latest energy_kwh − first energy_kwh since local midnight)",
+        "Σ per meter (latest energy_kwh - first energy_kwh since local midnight)",
     ),
     _i(
         "energy.peak_load_kw_today",
@@ -226,7 +226,7 @@ CATALOGUE: tuple[Indicator, ...] = (
         "CO₂ emitted today",
         "t CO2",
         CD,
-        "consumption × grid emission factor",
+        "consumption x grid emission factor",
     ),
     _i(
         "energy.adjustable_kw",
@@ -252,7 +252,7 @@ CATALOGUE: tuple[Indicator, ...] = (
         "Voltage out of limits",
         "count",
         CD,
-        "meters with phase voltage outside 220 V −10 % / +7 %",
+        "meters with phase voltage outside 220 V -10 % / +7 %",
     ),
     _i(
         "energy.key_consumer_monitoring_rate",
@@ -296,7 +296,7 @@ CATALOGUE: tuple[Indicator, ...] = (
         "Ingest lag (p95)",
         "s",
         C,
-        "p95 of (stored time − device ts) over the last 5 minutes",
+        "p95 of (stored time - device ts) over the last 5 minutes",
         Thresholds("ge", attention=5, warning=30),
     ),
     _i(
