@@ -1,0 +1,791 @@
+"""From aggregated rows to indicator figures: pure Python, the clock passed in.
+
+`build_snapshot` turns what `queries` read into every indicator of INDICATORS.md at
+every level it lists (city, the 16 districts, sites), with status, coverage, data
+age and the per-entity checks that alerts are made of. It does no I/O, so tests
+feed it rows and a `now` and check hand-computed figures.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cityvitals.api.queries import FastInputs, HutRow, IngestRow, LotRow, MeterRow, SlowInputs
+from cityvitals.catalogue import (
+    DISTRICTS,
+    FIRE_TEMP_C,
+    GAS_CRITICAL,
+    GAS_WARNING,
+    HUT_FULL_PCT,
+    LOAD_ATTENTION_OF_CONTRACT,
+    LOAD_WARNING_OF_CONTRACT,
+    LOT_NEAR_FULL,
+    LOW_POWER_FACTOR,
+    REPORT_INTERVAL_S,
+    STALE_COVERAGE,
+    STALE_INTERVALS,
+    VOLTAGE_HIGH,
+    VOLTAGE_LOW,
+    Indicator,
+    Status,
+    Thresholds,
+)
+from cityvitals.db.schema import LAG_BOUNDS_S
+from cityvitals.payloads import CATEGORIES
+
+CITY = "city"
+KINDS = ("parking", "waste", "energy")
+# An alert clears as soon as its value is back past the lowest threshold by this
+# fraction of that threshold (or after two consecutive normal readings).
+HYSTERESIS_MARGIN = 0.05
+# Minutes of ingest counters behind the lag p95 and the rejected ratio.
+LAG_WINDOW_MIN = 5
+REJECTED_WINDOW_MIN = 10
+LAG_QUANTILE = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """What the computation needs from settings."""
+
+    catalogue: Mapping[str, Indicator]
+    co2_kg_per_kwh: float = 0.42
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """One indicator's value in one scope (city, district or site)."""
+
+    id: str
+    value: float | None
+    status: Status
+    coverage: float | None
+    newest: datetime | None
+    stale_after_s: float
+    by: dict[str, float | None] | None = None
+
+    def data_age_s(self, now: datetime) -> float | None:
+        """Seconds since the newest reading behind the figure (never negative)."""
+        if self.newest is None:
+            return None
+        return max(0.0, (now - self.newest).total_seconds())
+
+    def stale(self, now: datetime) -> bool:
+        """True when coverage is short, the data is old, or there is none."""
+        age = self.data_age_s(now)
+        return (
+            self.value is None
+            or self.coverage is None
+            or self.coverage < STALE_COVERAGE
+            or age is None
+            or age > self.stale_after_s
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A parking lot, a waste hut or an energy site, with its own figures."""
+
+    id: str
+    kind: str  # parking_lot | waste_hut | energy_site
+    name: str | None
+    district: str | None
+    status: Status
+    figures: tuple[Figure, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EntityCheck:
+    """One entity (hut, meter, lot, site) against one indicator's per-entity thresholds."""
+
+    indicator: str
+    entity: str
+    district: str | None
+    status: Status
+    value: float | None
+    threshold: float | None
+    # True when the value is back past the lowest threshold by the hysteresis margin.
+    clear: bool
+    newest: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """The city or one district: its figures and worst status."""
+
+    id: str
+    status: Status
+    figures: tuple[Figure, ...]
+
+    def figure(self, indicator: str) -> Figure:
+        """One figure by indicator id."""
+        for f in self.figures:
+            if f.id == indicator:
+                return f
+        raise KeyError(indicator)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Every figure at one instant."""
+
+    computed_at: datetime
+    city: Scope
+    districts: dict[str, Scope]
+    sites: dict[str, tuple[Site, ...]]
+    checks: tuple[EntityCheck, ...]
+
+
+def _newer(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den else None
+
+
+@dataclass
+class _Acc:
+    """Running sums for one scope (a district, the unassigned devices or the city)."""
+
+    registered: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    online: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    reporting: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    newest: dict[str, datetime | None] = field(default_factory=lambda: dict.fromkeys(KINDS))
+    max_iv: dict[str, int] = field(default_factory=lambda: dict(REPORT_INTERVAL_S))
+    low_battery: int = 0
+    occupied: int = 0
+    lots_near_full: int = 0
+    bins: int = 0
+    fill_sum: float = 0.0
+    huts_full: int = 0
+    gas_alarms: int = 0
+    fire_risk: int = 0
+    seepage: int = 0
+    dropoffs: int = 0
+    deposited: dict[str, float] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0.0))
+    load_kw: float = 0.0
+    adjustable_kw: float = 0.0
+    consumption_kwh: float = 0.0
+    low_pf: int = 0
+    voltage_dev: int = 0
+    key_registered: int = 0
+    key_online: int = 0
+    # indicator id -> worst per-entity status in this scope
+    worst: dict[str, Status] = field(default_factory=dict)
+
+    def device(self, kind: str, *, online: bool, reporting: bool, iv: int) -> None:
+        self.registered[kind] += 1
+        self.online[kind] += online
+        self.reporting[kind] += reporting
+        self.max_iv[kind] = max(self.max_iv[kind], iv)
+
+    def seen(self, kind: str, ts: datetime | None) -> None:
+        self.newest[kind] = _newer(self.newest[kind], ts)
+
+    def entity(self, indicator: str, status: Status) -> None:
+        if status > self.worst.get(indicator, Status.NORMAL):
+            self.worst[indicator] = status
+
+
+def _ge_clear(value: float | None, th: Thresholds) -> bool:
+    """True when a value is below the lowest `ge` bound by the hysteresis margin."""
+    bounds = [b for b in (th.attention, th.warning, th.critical) if b is not None]
+    if value is None or not bounds:
+        return True
+    low = min(bounds)
+    if th.direction == "lt":
+        high = max(bounds)
+        return value >= high + abs(high) * HYSTERESIS_MARGIN
+    return value < low - abs(low) * HYSTERESIS_MARGIN
+
+
+def _threshold_for(th: Thresholds, status: Status) -> float | None:
+    if status == Status.NORMAL:
+        bounds = [b for b in (th.attention, th.warning, th.critical) if b is not None]
+        if not bounds:
+            return None
+        return max(bounds) if th.direction == "lt" else min(bounds)
+    return th.bound(status)
+
+
+class Builder:
+    """Builds one snapshot; one instance per computation."""
+
+    def __init__(self, cfg: Config, now: datetime) -> None:
+        self.cfg = cfg
+        self.now = now
+        self.accs: dict[str | None, _Acc] = {}
+        self.city = _Acc()
+        self.sites: dict[str, list[Site]] = {d.id: [] for d in DISTRICTS}
+        self.checks: list[EntityCheck] = []
+        cat = cfg.catalogue
+        self.th_full = cat["waste.huts_full"].entity_thresholds or Thresholds(
+            "ge", attention=80, warning=90, critical=100
+        )
+        self.th_fire = cat["waste.fire_risk"].entity_thresholds or Thresholds(
+            "ge", critical=FIRE_TEMP_C
+        )
+        self.th_pf = cat["energy.low_power_factor"].entity_thresholds or Thresholds(
+            "lt", attention=LOW_POWER_FACTOR
+        )
+        # Site load as a fraction of the site's contracted capacity.
+        self.th_load = cat["energy.load_kw"].entity_thresholds or Thresholds(
+            "ge", attention=LOAD_ATTENTION_OF_CONTRACT, warning=LOAD_WARNING_OF_CONTRACT
+        )
+
+    def _scopes(self, district: str | None) -> tuple[_Acc, _Acc]:
+        acc = self.accs.get(district)
+        if acc is None:
+            acc = self.accs[district] = _Acc()
+        return acc, self.city
+
+    def _own_status(self, indicator: str, value: float | None) -> Status:
+        th = self.cfg.catalogue[indicator].thresholds
+        return th.status(value) if th else Status.NORMAL
+
+    def _check(
+        self,
+        indicator: str,
+        entity: str,
+        district: str | None,
+        status: Status,
+        value: float | None,
+        threshold: float | None,
+        clear: bool,
+        newest: datetime | None,
+        *,
+        counted: bool = True,
+    ) -> None:
+        """Record one entity's status; a counted entity's status rolls up to its scopes."""
+        self.checks.append(
+            EntityCheck(indicator, entity, district, status, value, threshold, clear, newest)
+        )
+        if counted:
+            for acc in self._scopes(district):
+                acc.entity(indicator, status)
+
+    # -- parking -----------------------------------------------------------------
+
+    def add_lots(self, rows: Iterable[LotRow]) -> None:
+        occ_ind = "parking.occupancy_ratio"
+        for r in rows:
+            for acc in self._scopes(r.district):
+                acc.registered["parking"] += r.registered
+                acc.online["parking"] += r.online
+                acc.reporting["parking"] += r.reporting
+                acc.occupied += r.occupied
+                acc.low_battery += r.low_battery
+                acc.max_iv["parking"] = max(acc.max_iv["parking"], r.max_iv)
+                acc.seen("parking", r.newest)
+            if r.site is None:
+                continue
+            occupancy = _ratio(r.occupied, r.reporting)
+            if occupancy is not None and occupancy >= LOT_NEAR_FULL:
+                for acc in self._scopes(r.district):
+                    acc.lots_near_full += 1
+            coverage = _ratio(r.reporting, r.registered)
+            stale_after = float(STALE_INTERVALS * r.max_iv)
+            occ_status = self._own_status(occ_ind, occupancy)
+            th = self.cfg.catalogue[occ_ind].thresholds
+            if th is not None and occupancy is not None:
+                self._check(
+                    occ_ind,
+                    f"{r.district or 'unassigned'}/{r.site}",
+                    r.district,
+                    occ_status,
+                    occupancy,
+                    _threshold_for(th, occ_status),
+                    _ge_clear(occupancy, th),
+                    r.newest,
+                    counted=False,
+                )
+            free = self._own_status("parking.free_spaces", r.reporting - r.occupied)
+            figures = (
+                Figure(occ_ind, occupancy, occ_status, coverage, r.newest, stale_after),
+                Figure(
+                    "parking.free_spaces",
+                    float(r.reporting - r.occupied) if r.reporting else None,
+                    free if r.reporting else Status.NORMAL,
+                    coverage,
+                    r.newest,
+                    stale_after,
+                ),
+            )
+            if r.district in self.sites:
+                self.sites[r.district].append(
+                    Site(r.site, "parking_lot", r.site, r.district, max(occ_status, free), figures)
+                )
+
+    # -- waste -------------------------------------------------------------------
+
+    def add_huts(self, rows: Iterable[HutRow]) -> None:
+        for r in rows:
+            reporting = r.online and r.ts is not None
+            scopes = self._scopes(r.district)
+            for acc in scopes:
+                acc.device("waste", online=r.online, reporting=reporting, iv=r.iv)
+            if not reporting:
+                self._hut_site(r, reporting=False, entity_status=Status.NORMAL)
+                continue
+            for acc in scopes:
+                acc.seen("waste", r.ts)
+                acc.bins += r.n_bins
+                acc.fill_sum += (r.fill_mean or 0.0) * r.n_bins
+                acc.low_battery += r.low_battery
+                acc.dropoffs += r.dropoffs_today
+                for cat, kg in r.deposited_kg.items():
+                    acc.deposited[cat] = acc.deposited.get(cat, 0.0) + kg
+            worst = self._hut_checks(r, scopes)
+            self._hut_site(r, reporting=True, entity_status=worst)
+
+    def _hut_checks(self, r: HutRow, scopes: tuple[_Acc, _Acc]) -> Status:
+        worst = Status.NORMAL
+        full = r.fill_max is not None and r.fill_max >= HUT_FULL_PCT
+        st = self.th_full.status(r.fill_max)
+        self._check(
+            "waste.huts_full",
+            r.device_id,
+            r.district,
+            st,
+            r.fill_max,
+            _threshold_for(self.th_full, st),
+            _ge_clear(r.fill_max, self.th_full),
+            r.ts,
+        )
+        worst = max(worst, st)
+        gases = {"h2s_ppm": r.h2s_ppm, "nh3_ppm": r.nh3_ppm, "ch4_pct_lel": r.ch4_pct_lel}
+        gas_status, gas_value, gas_bound = Status.NORMAL, None, None
+        gas_clear = True
+        for name, v in gases.items():
+            if v is None:
+                continue
+            if v >= GAS_WARNING[name] * (1 - HYSTERESIS_MARGIN):
+                gas_clear = False
+            st_g = (
+                Status.CRITICAL
+                if v >= GAS_CRITICAL[name]
+                else Status.WARNING
+                if v >= GAS_WARNING[name]
+                else Status.NORMAL
+            )
+            if st_g > gas_status or gas_value is None:
+                gas_status, gas_value = st_g, v
+                gas_bound = GAS_CRITICAL[name] if st_g == Status.CRITICAL else GAS_WARNING[name]
+        self._check(
+            "waste.gas_alarms",
+            r.device_id,
+            r.district,
+            gas_status,
+            gas_value,
+            gas_bound,
+            gas_clear,
+            r.ts,
+        )
+        st_fire = self.th_fire.status(r.temp_c)
+        self._check(
+            "waste.fire_risk",
+            r.device_id,
+            r.district,
+            st_fire,
+            r.temp_c,
+            _threshold_for(self.th_fire, st_fire),
+            _ge_clear(r.temp_c, self.th_fire),
+            r.ts,
+        )
+        st_seep = Status.ATTENTION if r.seepage else Status.NORMAL
+        self._check(
+            "waste.seepage",
+            r.device_id,
+            r.district,
+            st_seep,
+            1.0 if r.seepage else 0.0,
+            1.0,
+            not r.seepage,
+            r.ts,
+        )
+        for acc in scopes:
+            acc.huts_full += full
+            acc.gas_alarms += gas_status > Status.NORMAL
+            acc.fire_risk += r.temp_c is not None and r.temp_c >= FIRE_TEMP_C
+            acc.seepage += bool(r.seepage)
+        return max(worst, gas_status, st_fire, st_seep)
+
+    def _hut_site(self, r: HutRow, *, reporting: bool, entity_status: Status) -> None:
+        fill_ind = "waste.fill_pct_mean"
+        fill = r.fill_mean if reporting and r.n_bins else None
+        fill_status = self._own_status(fill_ind, fill)
+        th = self.cfg.catalogue[fill_ind].thresholds
+        if th is not None and fill is not None:
+            self._check(
+                fill_ind,
+                r.device_id,
+                r.district,
+                fill_status,
+                fill,
+                _threshold_for(th, fill_status),
+                _ge_clear(fill, th),
+                r.ts,
+                counted=False,
+            )
+        coverage = 1.0 if reporting else 0.0
+        stale_after = float(STALE_INTERVALS * r.iv)
+        newest = r.ts if reporting else None
+        drop_value = float(r.dropoffs_today) if reporting else None
+        drop_status = self._own_status("waste.offhours_dropoffs_today", drop_value)
+        figures = (
+            Figure(fill_ind, fill, fill_status, coverage, newest, stale_after),
+            Figure(
+                "waste.offhours_dropoffs_today",
+                drop_value,
+                drop_status,
+                coverage,
+                newest,
+                stale_after,
+            ),
+        )
+        if r.district in self.sites:
+            self.sites[r.district].append(
+                Site(
+                    r.device_id,
+                    "waste_hut",
+                    r.name or r.site,
+                    r.district,
+                    max(fill_status, drop_status, entity_status),
+                    figures,
+                )
+            )
+
+    # -- energy ------------------------------------------------------------------
+
+    def add_meters(self, rows: Iterable[MeterRow]) -> None:
+        sites: dict[tuple[str | None, str], list[MeterRow]] = {}
+        for r in rows:
+            reporting = r.online and r.ts is not None
+            scopes = self._scopes(r.district)
+            sites.setdefault((r.district, r.site or r.device_id), []).append(r)
+            for acc in scopes:
+                acc.device("energy", online=r.online, reporting=reporting, iv=r.iv)
+                if r.key_consumer:
+                    acc.key_registered += 1
+                    acc.key_online += r.online
+            if not reporting:
+                continue
+            low_pf = r.power_factor is not None and r.power_factor < LOW_POWER_FACTOR
+            volt = r.voltage_v is not None and not (VOLTAGE_LOW <= r.voltage_v <= VOLTAGE_HIGH)
+            for acc in scopes:
+                acc.seen("energy", r.ts)
+                acc.load_kw += r.active_power_kw or 0.0
+                acc.adjustable_kw += r.adjustable_kw or 0.0
+                acc.consumption_kwh += r.consumption_kwh or 0.0
+                acc.low_pf += low_pf
+                acc.voltage_dev += volt
+            st_pf = self.th_pf.status(r.power_factor)
+            self._check(
+                "energy.low_power_factor",
+                r.device_id,
+                r.district,
+                st_pf,
+                r.power_factor,
+                _threshold_for(self.th_pf, st_pf),
+                _ge_clear(r.power_factor, self.th_pf),
+                r.ts,
+            )
+            v = r.voltage_v
+            margin_low = VOLTAGE_LOW * (1 + HYSTERESIS_MARGIN)
+            margin_high = VOLTAGE_HIGH * (1 - HYSTERESIS_MARGIN)
+            self._check(
+                "energy.voltage_deviation",
+                r.device_id,
+                r.district,
+                Status.WARNING if volt else Status.NORMAL,
+                v,
+                (VOLTAGE_LOW if v is not None and v < VOLTAGE_LOW else VOLTAGE_HIGH),
+                v is None or margin_low <= v <= margin_high,
+                r.ts,
+            )
+        for (district, site_id), meters in sites.items():
+            self._energy_site(district, site_id, meters)
+
+    def _energy_site(self, district: str | None, site_id: str, meters: list[MeterRow]) -> None:
+        ind = "energy.load_kw"
+        live = [m for m in meters if m.online and m.ts is not None]
+        newest: datetime | None = None
+        for m in live:
+            newest = _newer(newest, m.ts)
+        load = sum(m.active_power_kw or 0.0 for m in live) if live else None
+        used = sum(m.consumption_kwh or 0.0 for m in live) if live else None
+        contract = sum(m.contract_kw for m in meters if m.contract_kw) or None
+        share = load / contract if load is not None and contract else None
+        status = max(self._own_status(ind, load), self.th_load.status(share))
+        if contract is not None and share is not None:
+            bound = _threshold_for(self.th_load, self.th_load.status(share))
+            self._check(
+                ind,
+                f"{district or 'unassigned'}/{site_id}",
+                district,
+                self.th_load.status(share),
+                load,
+                bound * contract if bound is not None else None,
+                _ge_clear(share, self.th_load),
+                newest,
+                counted=False,
+            )
+        worst_meter = Status.NORMAL
+        for m in live:
+            worst_meter = max(worst_meter, self.th_pf.status(m.power_factor))
+            if m.voltage_v is not None and not (VOLTAGE_LOW <= m.voltage_v <= VOLTAGE_HIGH):
+                worst_meter = max(worst_meter, Status.WARNING)
+        coverage = len(live) / len(meters)
+        stale_after = float(STALE_INTERVALS * max(m.iv for m in meters))
+        used_status = self._own_status("energy.consumption_kwh_today", used)
+        figures = (
+            Figure(ind, load, status, coverage, newest, stale_after),
+            Figure(
+                "energy.consumption_kwh_today", used, used_status, coverage, newest, stale_after
+            ),
+        )
+        if district in self.sites:
+            name = meters[0].site or meters[0].name or site_id
+            self.sites[district].append(
+                Site(
+                    site_id,
+                    "energy_site",
+                    name,
+                    district,
+                    max(status, used_status, worst_meter),
+                    figures,
+                )
+            )
+
+    # -- scopes ------------------------------------------------------------------
+
+    def scope(
+        self,
+        scope_id: str,
+        acc: _Acc,
+        *,
+        level: str,
+        unassigned: int,
+        ingest: list[IngestRow],
+        slow: SlowInputs,
+        slow_keys: tuple[str | None, ...],
+    ) -> Scope:
+        """All figures of one scope at one level."""
+        figures: list[Figure] = []
+        for ind in self.cfg.catalogue.values():
+            if level not in ind.levels:
+                continue
+            figures.append(
+                self._figure(ind, acc, scope_id, unassigned, ingest, slow, slow_keys, level)
+            )
+        status = max((f.status for f in figures), default=Status.NORMAL)
+        return Scope(scope_id, status, tuple(figures))
+
+    def _figure(
+        self,
+        ind: Indicator,
+        acc: _Acc,
+        scope_id: str,
+        unassigned: int,
+        ingest: list[IngestRow],
+        slow: SlowInputs,
+        slow_keys: tuple[str | None, ...],
+        level: str,
+    ) -> Figure:
+        domain = ind.domain
+        by: dict[str, float | None] | None = None
+        if domain in KINDS:
+            registered = acc.registered[domain]
+            reporting = acc.reporting[domain]
+            coverage = _ratio(reporting, registered)
+            newest = acc.newest[domain]
+            stale_after = float(STALE_INTERVALS * acc.max_iv[domain])
+        else:
+            registered = sum(acc.registered.values())
+            reporting = sum(acc.online.values())
+            coverage = _ratio(reporting, registered)
+            newest = None
+            for k in KINDS:
+                newest = _newer(newest, acc.newest[k])
+            stale_after = float(STALE_INTERVALS * max(acc.max_iv.values()))
+        value = self._value(ind.id, acc, scope_id, unassigned, ingest, slow, slow_keys)
+        if ind.id == "waste.deposited_kg_today" and value is not None:
+            by = {c: acc.deposited.get(c, 0.0) for c in acc.deposited}
+        if ind.id == "devices.online_ratio":
+            by = {k: _ratio(acc.online[k], acc.registered[k]) for k in KINDS}
+        status = self._own_status(ind.id, value)
+        status = max(status, acc.worst.get(ind.id, Status.NORMAL))
+        return Figure(ind.id, value, status, coverage, newest, stale_after, by)
+
+    def _value(
+        self,
+        ind_id: str,
+        acc: _Acc,
+        scope_id: str,
+        unassigned: int,
+        ingest: list[IngestRow],
+        slow: SlowInputs,
+        slow_keys: tuple[str | None, ...],
+    ) -> float | None:
+        p = acc.reporting["parking"]
+        w = acc.reporting["waste"]
+        e = acc.reporting["energy"]
+        if ind_id == "parking.occupancy_ratio":
+            return _ratio(acc.occupied, p)
+        if ind_id == "parking.free_spaces":
+            return float(p - acc.occupied) if p else None
+        if ind_id == "parking.lots_near_full":
+            return float(acc.lots_near_full) if p else None
+        if ind_id == "parking.turnover_24h":
+            if not p or slow.transitions is None:
+                return None
+            moves = sum(slow.transitions.get(k, 0) for k in slow_keys)
+            return moves / p
+        if ind_id == "waste.fill_pct_mean":
+            return acc.fill_sum / acc.bins if w and acc.bins else None
+        counts = {
+            "waste.huts_full": acc.huts_full,
+            "waste.gas_alarms": acc.gas_alarms,
+            "waste.fire_risk": acc.fire_risk,
+            "waste.seepage": acc.seepage,
+            "waste.offhours_dropoffs_today": acc.dropoffs,
+        }
+        if ind_id in counts:
+            return float(counts[ind_id]) if w else None
+        if ind_id == "waste.deposited_kg_today":
+            return sum(acc.deposited.values()) if w else None
+        if ind_id == "energy.load_kw":
+            return acc.load_kw if e else None
+        if ind_id == "energy.consumption_kwh_today":
+            return acc.consumption_kwh if e else None
+        if ind_id == "energy.peak_load_kw_today":
+            current = acc.load_kw if e else None
+            stored = (slow.peaks or {}).get(scope_id)
+            if current is None:
+                return stored
+            return current if stored is None else max(stored, current)
+        if ind_id == "energy.co2_t_today":
+            return acc.consumption_kwh * self.cfg.co2_kg_per_kwh / 1000.0 if e else None
+        if ind_id == "energy.adjustable_kw":
+            return acc.adjustable_kw if e else None
+        if ind_id == "energy.low_power_factor":
+            return float(acc.low_pf) if e else None
+        if ind_id == "energy.voltage_deviation":
+            return float(acc.voltage_dev) if e else None
+        if ind_id == "energy.key_consumer_monitoring_rate":
+            return _ratio(acc.key_online, acc.key_registered)
+        if ind_id == "devices.online_ratio":
+            return _ratio(sum(acc.online.values()), sum(acc.registered.values()))
+        if ind_id == "devices.completeness_1h":
+            if slow.completeness is None:
+                return None
+            got = sum(slow.completeness.get(k, (0, 0))[0] for k in slow_keys)
+            expected = sum(slow.completeness.get(k, (0, 0))[1] for k in slow_keys)
+            return _ratio(got, expected)
+        if ind_id == "devices.low_battery":
+            return float(acc.low_battery) if sum(acc.online.values()) else None
+        if ind_id == "devices.ingest_lag_p95_s":
+            return ingest_lag_p95(ingest, self.now)
+        if ind_id == "devices.unassigned":
+            return float(unassigned)
+        if ind_id == "devices.rejected_ratio_10m":
+            return rejected_ratio(ingest, self.now)
+        raise KeyError(ind_id)
+
+
+def _window(rows: Iterable[IngestRow], now: datetime, minutes: int) -> list[IngestRow]:
+    """Rows of the current minute and the `minutes - 1` before it."""
+    current = now.replace(second=0, microsecond=0)
+    first = current.timestamp() - 60 * (minutes - 1)
+    return [r for r in rows if first <= r.minute.timestamp() <= current.timestamp()]
+
+
+def ingest_lag_p95(rows: Iterable[IngestRow], now: datetime) -> float | None:
+    """p95 of stored time - device ts, interpolated linearly within its histogram bucket."""
+    counts = [0] * (len(LAG_BOUNDS_S) + 1)
+    for r in _window(rows, now, LAG_WINDOW_MIN):
+        for i, c in enumerate(r.lag_counts[: len(counts)]):
+            counts[i] += int(c)
+    total = sum(counts)
+    if total == 0:
+        return None
+    rank = LAG_QUANTILE * total
+    seen = 0
+    for i, c in enumerate(counts):
+        if c and seen + c >= rank:
+            if i >= len(LAG_BOUNDS_S):
+                # Beyond the last bound the histogram says only "slower than this".
+                return LAG_BOUNDS_S[-1]
+            lower = 0.0 if i == 0 else LAG_BOUNDS_S[i - 1]
+            upper = LAG_BOUNDS_S[i]
+            return lower + (upper - lower) * (rank - seen) / c
+        seen += c
+    return LAG_BOUNDS_S[-1]
+
+
+def rejected_ratio(rows: Iterable[IngestRow], now: datetime) -> float | None:
+    """Rejected ÷ received over the last ten minutes."""
+    window = _window(rows, now, REJECTED_WINDOW_MIN)
+    received = sum(r.received for r in window)
+    return _ratio(sum(r.rejected for r in window), received)
+
+
+def build_snapshot(fast: FastInputs, slow: SlowInputs, *, cfg: Config, now: datetime) -> Snapshot:
+    """Every indicator for the city, each district and each site."""
+    b = Builder(cfg, now)
+    b.add_lots(fast.lots)
+    b.add_huts(fast.huts)
+    b.add_meters(fast.meters)
+    all_keys: tuple[str | None, ...] = (*(d.id for d in DISTRICTS), None)
+    # Devices in a district the catalogue does not know count for the city only.
+    all_keys = tuple(dict.fromkeys((*all_keys, *b.accs)))
+    districts: dict[str, Scope] = {}
+    for d in DISTRICTS:
+        acc = b.accs.get(d.id) or _Acc()
+        districts[d.id] = b.scope(
+            d.id,
+            acc,
+            level="district",
+            unassigned=0,
+            ingest=fast.ingest,
+            slow=slow,
+            slow_keys=(d.id,),
+        )
+    city_scope = b.scope(
+        CITY,
+        b.city,
+        level="city",
+        unassigned=fast.unassigned,
+        ingest=fast.ingest,
+        slow=slow,
+        slow_keys=all_keys,
+    )
+    worst_district = max((s.status for s in districts.values()), default=Status.NORMAL)
+    city = Scope(CITY, max(city_scope.status, worst_district), city_scope.figures)
+    sites = {d: tuple(sorted(ss, key=lambda s: (s.kind, s.id))) for d, ss in b.sites.items()}
+    return Snapshot(now, city, districts, sites, tuple(b.checks))
+
+
+def empty_snapshot(cfg: Config, now: datetime) -> Snapshot:
+    """A snapshot with no data: every value null, served until the database answers."""
+    return build_snapshot(
+        FastInputs(lots=[], huts=[], meters=[], unassigned=0, ingest=[]),
+        SlowInputs(),
+        cfg=cfg,
+        now=now,
+    )
+
+
+def finite(value: float | None) -> float | None:
+    """A JSON-safe number: NaN and infinities become null."""
+    if value is None or not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,208 @@
+"""`/v1/devices`: the registry, paged by device id; writes need the admin token."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from cityvitals.api import registry
+from cityvitals.api.deps import (
+    AUTH_RESPONSES,
+    AdminDep,
+    ClockDep,
+    PoolDep,
+    invalid,
+    read_json_model,
+)
+from cityvitals.api.models import (
+    DEVICE_ID_PATTERN,
+    DISTRICT_PATTERN,
+    DeviceIn,
+    DeviceOut,
+    DevicePage,
+    ImportReport,
+    KindName,
+    Problem,
+)
+
+router = APIRouter(prefix="/v1/devices", tags=["devices"])
+DeviceId = Annotated[str, Path(min_length=1, max_length=200, examples=["pk-xuhui-0001"])]
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "Unknown device"}
+}
+IMPORT_EXAMPLE_CSV = (
+    "device_id,kind,district,site,name,lat,lon,report_interval_s,opening_hours,"
+    "key_consumer,contract_kw\n"
+    "hut-xh-0001,waste,xuhui,Tianlin 3,Hut 3-A,31.17,121.43,,07:00-09:00;18:00-20:00,,\n"
+    "em-pd-0001,energy,pudong,Tower 1,Main meter,31.23,121.50,60,,true,800\n"
+)
+
+
+def _encode_cursor(device_id: str) -> str:
+    return base64.urlsafe_b64encode(device_id.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        return raw.decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise invalid(("query", "cursor"), "not a cursor from a previous page") from None
+
+
+@router.get("", response_model=DevicePage, summary="The registry with liveness, paged")
+async def list_devices(
+    pool: PoolDep,
+    clock: ClockDep,
+    kind: KindName | None = None,
+    district: Annotated[
+        str | None,
+        Query(
+            pattern=DISTRICT_PATTERN[:-2] + "|unassigned)$",
+            description="a district id, or `unassigned`",
+        ),
+    ] = None,
+    online: bool | None = None,
+    cursor: Annotated[str | None, Query(max_length=400)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Devices in id order; pass `next_cursor` back as `cursor` for the next page."""
+    after = _decode_cursor(cursor) if cursor else None
+    async with pool.connection() as conn:
+        rows = await registry.list_devices(
+            conn,
+            now=clock(),
+            kind=kind,
+            district=district,
+            online=online,
+            after=after,
+            limit=limit + 1,
+        )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "items": rows,
+        "next_cursor": _encode_cursor(rows[-1]["device_id"]) if more and rows else None,
+    }
+
+
+@router.get("/{device_id}", response_model=DeviceOut, responses=NOT_FOUND, summary="One device")
+async def get_device(pool: PoolDep, clock: ClockDep, device_id: DeviceId) -> dict[str, Any]:
+    """A registry entry with last seen time and online state."""
+    async with pool.connection() as conn:
+        row = await registry.get_device(conn, device_id, clock())
+    if row is None:
+        raise HTTPException(status_code=404, detail=f"unknown device {device_id!r}")
+    return row
+
+
+@router.put(
+    "/{device_id}",
+    response_model=DeviceOut,
+    dependencies=[AdminDep],
+    responses={
+        **AUTH_RESPONSES,
+        201: {"model": DeviceOut, "description": "Registered"},
+        409: {"model": Problem, "description": "Registered with another kind"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DeviceIn"}}},
+        }
+    },
+    summary="Register or replace a device (admin)",
+)
+async def put_device(
+    request: Request, pool: PoolDep, clock: ClockDep, device_id: DeviceId
+) -> JSONResponse:
+    """Create (201) or replace (200) a registry entry; changing a device's kind is a 409."""
+    dev = await read_json_model(request, DeviceIn)
+    if not _valid_id(device_id):
+        raise invalid(("path", "device_id"), f"must match {DEVICE_ID_PATTERN}")
+    if dev.device_id is not None and dev.device_id != device_id:
+        raise invalid(("body", "device_id"), "differs from the device id in the path")
+    now = clock()
+    async with pool.connection() as conn:
+        async with conn.transaction():
+            result = await registry.upsert_device(conn, device_id, dev, now)
+        if result.conflict:
+            raise HTTPException(
+                status_code=409,
+                detail="the device is registered with another kind; delete it first",
+            )
+        row = await registry.get_device(conn, device_id, now)
+    body = DeviceOut.model_validate(row).model_dump(mode="json")
+    return JSONResponse(body, status_code=201 if result.created else 200)
+
+
+def _valid_id(device_id: str) -> bool:
+    import re
+
+    return re.fullmatch(DEVICE_ID_PATTERN, device_id) is not None
+
+
+@router.delete(
+    "/{device_id}",
+    status_code=204,
+    dependencies=[AdminDep],
+    responses={**AUTH_RESPONSES, **NOT_FOUND},
+    summary="Remove a device from the registry (admin)",
+)
+async def delete_device(pool: PoolDep, device_id: DeviceId) -> Response:
+    """Remove the registry entry; its history stays, and a new message re-registers it."""
+    async with pool.connection() as conn:
+        cur = await conn.execute("DELETE FROM devices WHERE device_id = %s", (device_id,))
+    if cur.rowcount == 0:
+        raise HTTPException(status_code=404, detail=f"unknown device {device_id!r}")
+    return Response(status_code=204)
+
+
+@router.post(
+    "/import",
+    response_model=ImportReport,
+    dependencies=[AdminDep],
+    responses={
+        **AUTH_RESPONSES,
+        415: {"model": Problem, "description": "Neither CSV nor JSON"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "text/csv": {
+                    "schema": {"type": "string"},
+                    "example": IMPORT_EXAMPLE_CSV,
+                },
+                "application/json": {
+                    "schema": {"type": "array", "items": {"$ref": "#/components/schemas/DeviceIn"}},
+                },
+            },
+        }
+    },
+    summary="Bulk import (admin): CSV or JSON by Content-Type; good rows stored",
+)
+async def import_devices(request: Request, pool: PoolDep, clock: ClockDep) -> ImportReport:
+    """Validate every row; store the good ones and report which rows failed and why.
+
+    CSV: a header row naming registry fields (`device_id` required); `opening_hours`
+    as `07:00-09:00;18:00-20:00`. JSON: an array of device objects (each with
+    `device_id`), or `{"devices": [...]}`. Each row replaces its device's entry.
+    """
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await request.body()
+    try:
+        if content_type in ("text/csv", "application/csv", "text/plain"):
+            parsed = registry.parse_csv(body.decode("utf-8-sig"))
+        elif content_type == "application/json" or content_type.endswith("+json"):
+            parsed = registry.parse_json(body)
+        else:
+            raise HTTPException(status_code=415, detail="send text/csv or application/json")
+    except (ValueError, UnicodeDecodeError) as err:
+        raise invalid(("body",), str(err)[:300]) from None
+    async with pool.connection() as conn:
+        return await registry.store_import(conn, parsed, clock())
