@@ -48,7 +48,7 @@ def _encode_cursor(device_id: str) -> str:
 
 def _decode_cursor(cursor: str) -> str:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
         return raw.decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise invalid(("query", "cursor"), "not a cursor from a previous page") from None

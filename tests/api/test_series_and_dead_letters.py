@@ -1,0 +1,147 @@
+"""Series from samples, dead letters listed and replayed through the store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from tests.api.conftest import AUTH, NOW, Api, device, parking
+
+
+def test_refresh_writes_one_sample_per_minute_and_series_buckets_them(
+    api: Api, db: psycopg.Connection
+) -> None:
+    device(db, "e1", "energy", district="xuhui")
+    for minute, kw in [(0, 100.0), (1, 300.0), (5, 50.0)]:
+        api.clock.now = NOW + timedelta(minutes=minute)
+        db.execute(
+            "INSERT INTO device_state (device_id, kind, last_seen_at) VALUES ('e1', 'energy', %s) "
+            "ON CONFLICT (device_id) DO UPDATE SET last_seen_at = excluded.last_seen_at",
+            (api.clock.now,),
+        )
+        db.execute(
+            "INSERT INTO latest_energy (device_id, ts, received_at, active_power_kw) "
+            "VALUES ('e1', %s, %s, %s) ON CONFLICT (device_id) DO UPDATE SET "
+            "ts = excluded.ts, active_power_kw = excluded.active_power_kw",
+            (api.clock.now, api.clock.now, kw),
+        )
+        api.refresh()
+        api.refresh()  # same minute: no second sample
+    r = api.client.get(
+        "/v1/series",
+        params={
+            "indicator": "energy.load_kw",
+            "district": "xuhui",
+            "step": "5m",
+            "from": NOW.isoformat(),
+            "to": (NOW + timedelta(minutes=10)).isoformat(),
+        },
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["unit"] == "kW"
+    assert body["step_s"] == 300
+    assert body["source"] == "samples"
+    assert [(p["value"], p["min"], p["max"]) for p in body["points"]] == [
+        (200.0, 100.0, 300.0),
+        (50.0, 50.0, 50.0),
+    ]
+    # Peak load since local midnight comes from those samples.
+    peak = api.figure("xuhui", "energy.peak_load_kw_today")
+    assert peak["value"] == 300
+
+
+@pytest.mark.parametrize(
+    ("params", "name"),
+    [
+        ({"indicator": "nope"}, "indicator"),
+        ({"indicator": "energy.load_kw", "district": "atlantis"}, "district"),
+        ({"indicator": "devices.unassigned", "district": "xuhui"}, "district"),
+        ({"indicator": "energy.load_kw", "step": "1x"}, "step"),
+        ({"indicator": "energy.load_kw", "step": "10"}, "step"),
+        (
+            {
+                "indicator": "energy.load_kw",
+                "from": "2026-11-25T00:00:00Z",
+                "to": "2026-11-24T00:00:00Z",
+            },
+            "from",
+        ),
+        ({"indicator": "energy.load_kw", "from": "yesterday"}, "from"),
+        ({}, "indicator"),
+    ],
+)
+def test_series_rejects_bad_parameters_naming_them(
+    api: Api, params: dict[str, str], name: str
+) -> None:
+    r = api.client.get("/v1/series", params=params)
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"][-1] == name
+
+
+def _dead_letter(
+    db: psycopg.Connection, topic: str, payload: bytes, reason: str, received_at: datetime
+) -> None:
+    db.execute(
+        "INSERT INTO dead_letters (topic, payload, reason, detail, received_at, collector) "
+        "VALUES (%s, %s, %s, 'x', %s, 'c1')",
+        (topic, payload, reason, received_at),
+    )
+
+
+def test_dead_letters_list_text_or_base64_and_replay(api: Api, db: psycopg.Connection) -> None:
+    received = datetime.now(UTC) - timedelta(minutes=5)
+    ok = b'{"occupied": true, "ts": %d}' % int((received.timestamp() - 1) * 1000)
+    _dead_letter(db, "city/parking/p1/telemetry", ok, "schema", received)
+    _dead_letter(db, "city/parking/p2/telemetry", b'{"occupied": 3}', "schema", received)
+    _dead_letter(db, "city/parking/p3/telemetry", b"\xff\xfe", "invalid_json", received)
+    items = api.client.get("/v1/dead-letters").json()["items"]
+    assert len(items) == 3
+    binary = next(i for i in items if i["reason"] == "invalid_json")
+    assert (binary["payload"], binary["payload_encoding"]) == ("//4=", "base64")
+    text = api.client.get("/v1/dead-letters", params={"reason": "schema", "limit": 1}).json()
+    assert len(text["items"]) == 1
+    assert text["items"][0]["payload_encoding"] == "utf-8"
+    assert api.client.get("/v1/dead-letters", params={"reason": "nope"}).status_code == 422
+    since = (received + timedelta(seconds=1)).isoformat()
+    assert api.client.get("/v1/dead-letters", params={"since": since}).json()["items"] == []
+
+    r = api.client.post("/v1/dead-letters/replay", headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "replayed": 3,
+        "stored": 1,
+        "duplicate": 0,
+        "rejected": {"schema": 1, "invalid_json": 1},
+    }
+    row = db.execute(
+        "SELECT received_at, ts_from_broker FROM readings_parking WHERE device_id = 'p1'"
+    ).fetchone()
+    assert row is not None
+    assert row[0] == received
+    # Stored ones are not replayed again; the rest are kept and re-tried.
+    r = api.client.post("/v1/dead-letters/replay", headers=AUTH)
+    assert r.json()["replayed"] == 2
+    results = {
+        i["topic"]: i["replay_result"] for i in api.client.get("/v1/dead-letters").json()["items"]
+    }
+    assert results["city/parking/p1/telemetry"] == "stored"
+    assert results["city/parking/p2/telemetry"] == "schema"
+
+
+def test_replay_marks_an_already_stored_reading_duplicate(api: Api, db: psycopg.Connection) -> None:
+    received = datetime.now(UTC) - timedelta(minutes=5)
+    ts = received - timedelta(seconds=1)
+    device(db, "p1", "parking")
+    parking(db, "p1", ts, occupied=True)
+    db.execute(
+        "INSERT INTO readings_parking (device_id, ts, received_at, occupied) "
+        "VALUES ('p1', %s, %s, true)",
+        (ts, received),
+    )
+    body = b'{"occupied": true, "ts": "%s"}' % ts.isoformat().encode()
+    _dead_letter(db, "city/parking/p1/telemetry", body, "schema", received)
+    r = api.client.post("/v1/dead-letters/replay", headers=AUTH, params={"reason": "schema"})
+    assert r.json()["duplicate"] == 1
