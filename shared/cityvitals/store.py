@@ -10,11 +10,10 @@ per-minute ingest counters. The collector and dead-letter replay both use it.
 
 from __future__ import annotations
 
-import bisect
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
 import msgspec
 import psycopg
@@ -22,7 +21,6 @@ from psycopg import sql
 
 from cityvitals.db.schema import LAG_BOUNDS_S
 from cityvitals.payloads import (
-    EnergyPayload,
     Event,
     Limits,
     Message,
@@ -33,7 +31,7 @@ from cityvitals.payloads import (
     parse_message,
 )
 from cityvitals.reasons import Reason, Rejection
-from cityvitals.timeutil import local_day, utcnow
+from cityvitals.timeutil import utcnow
 from cityvitals.topics import Kind
 
 
@@ -55,8 +53,6 @@ class BatchResult:
     duplicates: Counter[str] = field(default_factory=Counter)
     rejected: Counter[Reason] = field(default_factory=Counter)
     autoregistered: int = 0
-    # Per stored reading: (device_id, kind), for callers that track devices.
-    lag_s: list[float] = field(default_factory=list)
 
     def add(self, other: BatchResult) -> None:
         """Fold another result into this one."""
@@ -65,7 +61,6 @@ class BatchResult:
         self.duplicates.update(other.duplicates)
         self.rejected.update(other.rejected)
         self.autoregistered += other.autoregistered
-        self.lag_s.extend(other.lag_s)
 
 
 # Staging tables: one per kind, created once per connection, emptied at each commit.
@@ -141,8 +136,13 @@ def _stage_name(kind: Kind) -> str:
     return f"stage_{kind.value}"
 
 
+def _fresh_name(kind: Kind) -> str:
+    return f"fresh_{kind.value}"
+
+
 def _ensure_staging(conn: psycopg.Connection) -> None:
     for kind, cols in _STAGE_COLUMNS.items():
+        # What came in, as written by COPY.
         conn.execute(
             sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS").format(
                 sql.Identifier(_stage_name(kind)),
@@ -151,37 +151,50 @@ def _ensure_staging(conn: psycopg.Connection) -> None:
                 ),
             )
         )
+        # What of it was new: the rows the unique key let through.
+        conn.execute(
+            sql.SQL(
+                "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {} INCLUDING DEFAULTS) "
+                "ON COMMIT DELETE ROWS"
+            ).format(sql.Identifier(_fresh_name(kind)), sql.Identifier(f"readings_{kind.value}"))
+        )
 
 
-def _insert_select(kind: Kind) -> sql.Composed:
-    cols = [c for c, _ in _STAGE_COLUMNS[kind]]
+def _cols(kind: Kind) -> list[str]:
+    return [c for c, _ in _STAGE_COLUMNS[kind]]
+
+
+def _insert_fresh(kind: Kind) -> sql.Composed:
+    cols = _cols(kind)
     select = [sql.SQL("bins::jsonb") if c == "bins" else sql.Identifier(c) for c in cols]
+    col_list = sql.SQL(", ").join(map(sql.Identifier, cols))
     return sql.SQL(
-        "INSERT INTO {table} ({cols}) SELECT {select} FROM {stage} "
-        "ON CONFLICT (device_id, ts) DO NOTHING RETURNING device_id, ts"
+        "WITH ins AS (INSERT INTO {table} ({cols}) SELECT {select} FROM {stage} "
+        "ON CONFLICT (device_id, ts) DO NOTHING RETURNING {cols}) "
+        "INSERT INTO {fresh} ({cols}) SELECT {cols} FROM ins"
     ).format(
         table=sql.Identifier(f"readings_{kind.value}"),
-        cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
+        cols=col_list,
         select=sql.SQL(", ").join(select),
         stage=sql.Identifier(_stage_name(kind)),
+        fresh=sql.Identifier(_fresh_name(kind)),
     )
 
 
 def _upsert_latest(kind: Kind) -> sql.Composed:
     # Only a newer reading replaces the latest state: late readings are stored in
     # history but never move a device's current state backwards.
-    cols = [c for c, _ in _STAGE_COLUMNS[kind]]
-    select = [sql.SQL("bins::jsonb") if c == "bins" else sql.Identifier(c) for c in cols]
+    cols = _cols(kind)
     table = sql.Identifier(f"latest_{kind.value}")
+    col_list = sql.SQL(", ").join(map(sql.Identifier, cols))
     return sql.SQL(
         "INSERT INTO {table} ({cols}) "
-        "SELECT DISTINCT ON (device_id) {select} FROM {stage} ORDER BY device_id, ts DESC "
+        "SELECT DISTINCT ON (device_id) {cols} FROM {fresh} ORDER BY device_id, ts DESC "
         "ON CONFLICT (device_id) DO UPDATE SET {sets} WHERE {table}.ts < excluded.ts"
     ).format(
         table=table,
-        cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
-        select=sql.SQL(", ").join(select),
-        stage=sql.Identifier(_stage_name(kind)),
+        cols=col_list,
+        fresh=sql.Identifier(_fresh_name(kind)),
         sets=sql.SQL(", ").join(
             sql.SQL("{c} = excluded.{c}").format(c=sql.Identifier(c))
             for c in cols
@@ -190,46 +203,132 @@ def _upsert_latest(kind: Kind) -> sql.Composed:
     )
 
 
-_INSERT_SELECT = {kind: _insert_select(kind) for kind in Kind}
-_UPSERT_LATEST = {kind: _upsert_latest(kind) for kind in Kind}
-_PREVIOUS = {
-    Kind.PARKING: "SELECT device_id, ts, occupied FROM latest_parking "
-    "WHERE device_id = ANY(%s) ORDER BY device_id FOR UPDATE",
-    Kind.WASTE: "SELECT device_id, ts, bins FROM latest_waste "
-    "WHERE device_id = ANY(%s) ORDER BY device_id FOR UPDATE",
-    Kind.ENERGY: "SELECT device_id, ts, energy_kwh FROM latest_energy "
-    "WHERE device_id = ANY(%s) ORDER BY device_id FOR UPDATE",
+# Each device's new readings in time order, preceded by its previous latest state (row
+# locked, so two collectors never chain from the same state). Late readings, older than
+# the previous state, are stored but take no part in the chain.
+_CHAIN = """
+WITH prev AS (
+    SELECT {prev_cols} FROM {latest}
+    WHERE device_id IN (SELECT DISTINCT device_id FROM {fresh})
+    ORDER BY device_id FOR UPDATE
+), chain AS (
+    SELECT {prev_cols}, false AS is_new FROM prev
+    UNION ALL
+    SELECT {fresh_cols}, true FROM {fresh} f LEFT JOIN prev p USING (device_id)
+    WHERE p.ts IS NULL OR f.ts > p.ts
+), steps AS (
+    SELECT *, lag(ts) OVER w AS prev_ts, {lags}
+    FROM chain WINDOW w AS (PARTITION BY device_id ORDER BY ts)
+)
+"""
+_LOCAL_DAY = "((ts AT TIME ZONE %(tz)s)::date)"
+_SAME_DAY = f"(prev_ts IS NOT NULL AND (prev_ts AT TIME ZONE %(tz)s)::date = {_LOCAL_DAY})"
+
+_AGGREGATE: dict[Kind, str] = {
+    # Energy: the in-day increase of the cumulative register; a decrease is a meter
+    # reset, after which the new value is what was used since the reset.
+    Kind.ENERGY: _CHAIN.format(
+        prev_cols="device_id, ts, energy_kwh",
+        latest="latest_energy",
+        fresh="fresh_energy",
+        fresh_cols="f.device_id, f.ts, f.energy_kwh",
+        lags="lag(energy_kwh) OVER w AS prev_kwh",
+    )
+    + f"""
+INSERT INTO energy_daily AS e (device_id, day, consumption_kwh, last_ts)
+SELECT device_id, {_LOCAL_DAY}, coalesce(sum(CASE
+        WHEN {_SAME_DAY} AND energy_kwh IS NOT NULL AND prev_kwh IS NOT NULL THEN
+            CASE WHEN energy_kwh >= prev_kwh THEN energy_kwh - prev_kwh ELSE energy_kwh END
+        END), 0), max(ts)
+FROM steps WHERE is_new GROUP BY 1, 2
+ON CONFLICT (device_id, day) DO UPDATE SET
+    consumption_kwh = e.consumption_kwh + excluded.consumption_kwh,
+    last_ts = GREATEST(e.last_ts, excluded.last_ts)
+""",
+    # Waste: positive weight increases per bin (its position in the array) within the
+    # local day, when the bin kept its category.
+    Kind.WASTE: """
+WITH prev AS (
+    SELECT device_id, ts, bins FROM latest_waste
+    WHERE device_id IN (SELECT DISTINCT device_id FROM fresh_waste)
+    ORDER BY device_id FOR UPDATE
+), chain AS (
+    SELECT device_id, ts, bins, false AS is_new FROM prev
+    UNION ALL
+    SELECT f.device_id, f.ts, f.bins, true FROM fresh_waste f LEFT JOIN prev p USING (device_id)
+    WHERE p.ts IS NULL OR f.ts > p.ts
+), per_bin AS (
+    SELECT c.device_id, c.ts, c.is_new, b.idx, b.bin->>'category' AS category,
+           (b.bin->>'weight_kg')::float8 AS kg
+    FROM chain c CROSS JOIN LATERAL jsonb_array_elements(c.bins) WITH ORDINALITY AS b(bin, idx)
+), steps AS (
+    SELECT *, lag(ts) OVER w AS prev_ts, lag(category) OVER w AS prev_cat,
+           lag(kg) OVER w AS prev_kg
+    FROM per_bin WINDOW w AS (PARTITION BY device_id, idx ORDER BY ts)
+)
+INSERT INTO waste_daily AS w (device_id, day, category, deposited_kg)
+SELECT device_id, """
+    + _LOCAL_DAY
+    + """, category, sum(kg - prev_kg)
+FROM steps
+WHERE is_new AND """
+    + _SAME_DAY
+    + """ AND prev_cat = category AND kg > prev_kg
+GROUP BY 1, 2, 3
+ON CONFLICT (device_id, day, category) DO UPDATE SET
+    deposited_kg = w.deposited_kg + excluded.deposited_kg
+""",
+    # Parking: free -> occupied transitions, per UTC hour.
+    Kind.PARKING: _CHAIN.format(
+        prev_cols="device_id, ts, occupied",
+        latest="latest_parking",
+        fresh="fresh_parking",
+        fresh_cols="f.device_id, f.ts, f.occupied",
+        lags="lag(occupied) OVER w AS prev_occupied",
+    )
+    + """
+INSERT INTO parking_hourly AS p (device_id, hour, transitions)
+SELECT device_id, date_trunc('hour', ts, 'UTC'), count(*)
+FROM steps WHERE is_new AND prev_occupied = false AND occupied
+GROUP BY 1, 2
+ON CONFLICT (device_id, hour) DO UPDATE SET transitions = p.transitions + excluded.transitions
+""",
 }
 
+_EPOCH = "TIMESTAMPTZ '2000-01-01 00:00:00+00'"
+_SEQ = """
+INSERT INTO seq_10m AS s (device_id, bucket, min_seq, max_seq, n)
+SELECT device_id, date_bin('10 minutes', ts, {epoch}), min(seq), max(seq), count(*)
+FROM {fresh} WHERE seq IS NOT NULL GROUP BY 1, 2
+ON CONFLICT (device_id, bucket) DO UPDATE SET
+    min_seq = LEAST(s.min_seq, excluded.min_seq),
+    max_seq = GREATEST(s.max_seq, excluded.max_seq), n = s.n + excluded.n
+"""
+_LAGS = """
+SELECT width_bucket(extract(epoch FROM %(now)s - ts)::float8, %(bounds)s::float8[]), count(*)
+FROM {fresh} GROUP BY 1
+"""
+# Every device that spoke: its liveness, and registration as `unassigned` if unknown.
+_SEEN = """
+INSERT INTO device_state AS d (device_id, kind, last_seen_at)
+SELECT device_id, %(kind)s, max(received_at) FROM {stage} GROUP BY device_id
+ORDER BY device_id
+ON CONFLICT (device_id) DO UPDATE SET
+    last_seen_at = GREATEST(d.last_seen_at, excluded.last_seen_at)
+"""
+_AUTOREGISTER = """
+INSERT INTO devices (device_id, kind, auto_registered)
+SELECT DISTINCT device_id, %(kind)s, true FROM {stage}
+ON CONFLICT (device_id) DO NOTHING
+"""
 
-def _bucket(ts: datetime, minutes: int) -> datetime:
-    return ts.replace(minute=ts.minute - ts.minute % minutes, second=0, microsecond=0)
+
+def _per_kind(template: str, kind: Kind) -> str:
+    return template.format(fresh=_fresh_name(kind), stage=_stage_name(kind), epoch=_EPOCH)
 
 
-@dataclass
-class _Aggregates:
-    energy: defaultdict[tuple[str, date], list[object]] = field(
-        default_factory=lambda: defaultdict(lambda: [0.0, None])
-    )
-    waste: defaultdict[tuple[str, date, str], float] = field(
-        default_factory=lambda: defaultdict(float)
-    )
-    parking: defaultdict[tuple[str, datetime], int] = field(
-        default_factory=lambda: defaultdict(int)
-    )
-    seq: dict[tuple[str, datetime], list[int]] = field(default_factory=dict)
-
-    def add_seq(self, device_id: str, ts: datetime, seq: int | None) -> None:
-        if seq is None:
-            return
-        key = (device_id, _bucket(ts, 10))
-        cur = self.seq.get(key)
-        if cur is None:
-            self.seq[key] = [seq, seq, 1]
-        else:
-            cur[0] = min(cur[0], seq)
-            cur[1] = max(cur[1], seq)
-            cur[2] += 1
+_INSERT_FRESH = {kind: _insert_fresh(kind) for kind in Kind}
+_UPSERT_LATEST = {kind: _upsert_latest(kind) for kind in Kind}
 
 
 class BatchWriter:
@@ -303,11 +402,13 @@ class BatchWriter:
         readings: dict[Kind, list[Reading]] = defaultdict(list)
         events: list[Event] = []
         statuses: list[Status] = []
+        # Devices heard through events and status messages; readings are handled in SQL.
         seen: dict[str, tuple[str, datetime]] = {}
         for msg in messages:
             if isinstance(msg, Reading):
                 readings[msg.kind].append(msg)
-            elif isinstance(msg, Event):
+                continue
+            if isinstance(msg, Event):
                 events.append(msg)
             else:
                 statuses.append(msg)
@@ -315,21 +416,18 @@ class BatchWriter:
             if prev is None or msg.received_at > prev[1]:
                 seen[msg.device_id] = (msg.kind.value, msg.received_at)
 
-        agg = _Aggregates()
-        for kind, rows in readings.items():
-            self._store_readings(conn, kind, rows, result, agg, now)
-        self._store_events(conn, events, result, agg)
-        if statuses:
-            result.stored["status"] += len(statuses)
+        lag_counts = [0] * (len(LAG_BOUNDS_S) + 1)
+        for kind in sorted(readings):
+            self._store_readings(conn, kind, readings[kind], result, lag_counts, now)
+        self._store_events(conn, events, result)
+        result.stored["status"] += len(statuses)
         self._device_state(conn, seen, statuses)
-        self._write_aggregates(conn, agg)
-        if seen:
-            result.autoregistered = self._autoregister(conn, seen)
+        result.autoregistered += self._autoregister_other(conn, seen)
         if dead_letter and rejections:
             self._dead_letters(conn, rejections)
         for _, rej in rejections:
             result.rejected[rej.reason] += 1
-        self._ingest_counters(conn, result, now)
+        self._ingest_counters(conn, result, lag_counts, now)
         return result
 
     def _store_readings(
@@ -338,7 +436,7 @@ class BatchWriter:
         kind: Kind,
         rows: list[Reading],
         result: BatchResult,
-        agg: _Aggregates,
+        lag_counts: list[int],
         now: datetime,
     ) -> None:
         cols = _STAGE_COLUMNS[kind]
@@ -351,85 +449,30 @@ class BatchWriter:
                 copy.set_types([t for _, t in cols])
                 for r in rows:
                     copy.write_row(_row(r))
-            cur.execute(_INSERT_SELECT[kind])
-            inserted = {(d, ts) for d, ts in cur.fetchall()}
-        fresh: list[Reading] = []
-        for r in rows:
-            key = (r.device_id, r.ts)
-            if key in inserted:
-                inserted.discard(key)
-                fresh.append(r)
-                result.lag_s.append((now - r.ts).total_seconds())
-            else:
-                result.duplicates[kind.value] += 1
-        result.stored[kind.value] += len(fresh)
-        if not fresh:
-            return
-        for r in fresh:
-            agg.add_seq(r.device_id, r.ts, r.seq)
-        self._chain(conn, kind, fresh, agg)
-        conn.execute(_UPSERT_LATEST[kind])
-
-    def _chain(
-        self, conn: psycopg.Connection, kind: Kind, fresh: list[Reading], agg: _Aggregates
-    ) -> None:
-        """Walk each device's new readings in time order from its previous latest state."""
-        by_device: dict[str, list[Reading]] = defaultdict(list)
-        for r in fresh:
-            by_device[r.device_id].append(r)
-        prev: dict[str, tuple[datetime, object]] = {
-            d: (ts, v)
-            for d, ts, v in conn.execute(_PREVIOUS[kind], (sorted(by_device),)).fetchall()
-        }
-        tz = self.local_tz
-        for device_id, rs in by_device.items():
-            rs.sort(key=lambda r: r.ts)
-            state = prev.get(device_id)
-            cur_ts: datetime | None = state[0] if state else None
-            cur_val: object = state[1] if state else None
-            for r in rs:
-                if cur_ts is not None and r.ts <= cur_ts:
-                    continue  # late: stored, but not part of the forward chain
-                p = r.payload
-                same_day = cur_ts is not None and local_day(cur_ts, tz) == local_day(r.ts, tz)
-                if isinstance(p, EnergyPayload):
-                    day = local_day(r.ts, tz)
-                    entry = agg.energy[(device_id, day)]
-                    if same_day and p.energy_kwh is not None and isinstance(cur_val, float):
-                        # A decrease is a meter reset: the new value is what was used since.
-                        delta = p.energy_kwh - cur_val if p.energy_kwh >= cur_val else p.energy_kwh
-                        entry[0] = float(entry[0]) + delta  # type: ignore[arg-type]
-                    entry[1] = r.ts
-                    if p.energy_kwh is not None:
-                        cur_val = p.energy_kwh
-                elif isinstance(p, WastePayload):
-                    old = cur_val if isinstance(cur_val, list) else None
-                    if same_day and old is not None:
-                        day = local_day(r.ts, tz)
-                        for i, b in enumerate(p.bins):
-                            if i >= len(old):
-                                break
-                            o = old[i]
-                            ow = o.get("weight_kg") if isinstance(o, dict) else None
-                            if (
-                                b.weight_kg is not None
-                                and ow is not None
-                                and o.get("category") == b.category
-                                and b.weight_kg > ow
-                            ):
-                                agg.waste[(device_id, day, b.category)] += b.weight_kg - ow
-                    cur_val = [
-                        {"category": b.category, "fill_pct": b.fill_pct, "weight_kg": b.weight_kg}
-                        for b in p.bins
-                    ]
-                elif isinstance(p, ParkingPayload):
-                    if cur_val is False and p.occupied:
-                        agg.parking[(device_id, _bucket(r.ts, 60))] += 1
-                    cur_val = p.occupied
-                cur_ts = r.ts
+            cur.execute(_INSERT_FRESH[kind])
+            fresh = cur.rowcount
+            result.stored[kind.value] += fresh
+            result.duplicates[kind.value] += len(rows) - fresh
+            params = {
+                "kind": kind.value,
+                "tz": self.local_tz,
+                "now": now,
+                "bounds": list(LAG_BOUNDS_S),
+            }
+            cur.execute(_per_kind(_SEEN, kind), params)
+            cur.execute(_per_kind(_AUTOREGISTER, kind), params)
+            result.autoregistered += max(cur.rowcount, 0)
+            if not fresh:
+                return
+            cur.execute(_per_kind(_LAGS, kind), params)
+            for bucket, count in cur.fetchall():
+                lag_counts[min(int(bucket), len(lag_counts) - 1)] += int(count)
+            cur.execute(_per_kind(_SEQ, kind))
+            cur.execute(_AGGREGATE[kind], params)
+            cur.execute(_UPSERT_LATEST[kind])
 
     def _store_events(
-        self, conn: psycopg.Connection, events: list[Event], result: BatchResult, agg: _Aggregates
+        self, conn: psycopg.Connection, events: list[Event], result: BatchResult
     ) -> None:
         if not events:
             return
@@ -451,15 +494,18 @@ class BatchWriter:
             ),
         ).fetchall()
         inserted = {(d, i) for d, i in rows}
+        seqs: list[tuple[str, datetime, int]] = []
         for e in events:
             key = (e.device_id, e.event_id)
             if key in inserted:
                 inserted.discard(key)
                 result.stored["event"] += 1
                 seq = e.attrs.get("seq")
-                agg.add_seq(e.device_id, e.ts, seq if isinstance(seq, int) else None)
+                if isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq < 2**63:
+                    seqs.append((e.device_id, e.ts, seq))
             else:
                 result.duplicates["event"] += 1
+        self._seq_events(conn, seqs)
 
     def _device_state(
         self,
@@ -496,71 +542,32 @@ class BatchWriter:
             ),
         )
 
-    def _write_aggregates(self, conn: psycopg.Connection, agg: _Aggregates) -> None:
-        if agg.energy:
-            keys = sorted(agg.energy)
-            conn.execute(
-                "INSERT INTO energy_daily AS e (device_id, day, consumption_kwh, last_ts) "
-                "SELECT * FROM unnest(%s::text[], %s::date[], %s::float8[], %s::timestamptz[]) "
-                "ON CONFLICT (device_id, day) DO UPDATE SET "
-                "consumption_kwh = e.consumption_kwh + excluded.consumption_kwh, "
-                "last_ts = GREATEST(e.last_ts, excluded.last_ts)",
-                (
-                    [k[0] for k in keys],
-                    [k[1] for k in keys],
-                    [agg.energy[k][0] for k in keys],
-                    [agg.energy[k][1] for k in keys],
-                ),
-            )
-        if agg.waste:
-            keys3 = sorted(agg.waste)
-            conn.execute(
-                "INSERT INTO waste_daily AS w (device_id, day, category, deposited_kg) "
-                "SELECT * FROM unnest(%s::text[], %s::date[], %s::text[], %s::float8[]) "
-                "ON CONFLICT (device_id, day, category) DO UPDATE SET "
-                "deposited_kg = w.deposited_kg + excluded.deposited_kg",
-                (
-                    [k[0] for k in keys3],
-                    [k[1] for k in keys3],
-                    [k[2] for k in keys3],
-                    [agg.waste[k] for k in keys3],
-                ),
-            )
-        if agg.parking:
-            keysp = sorted(agg.parking)
-            conn.execute(
-                "INSERT INTO parking_hourly AS p (device_id, hour, transitions) "
-                "SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::int[]) "
-                "ON CONFLICT (device_id, hour) DO UPDATE SET "
-                "transitions = p.transitions + excluded.transitions",
-                ([k[0] for k in keysp], [k[1] for k in keysp], [agg.parking[k] for k in keysp]),
-            )
-        if agg.seq:
-            keyss = sorted(agg.seq)
-            conn.execute(
-                "INSERT INTO seq_10m AS s (device_id, bucket, min_seq, max_seq, n) "
-                "SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::int8[], %s::int8[], "
-                "%s::int[]) ON CONFLICT (device_id, bucket) DO UPDATE SET "
-                "min_seq = LEAST(s.min_seq, excluded.min_seq), "
-                "max_seq = GREATEST(s.max_seq, excluded.max_seq), n = s.n + excluded.n",
-                (
-                    [k[0] for k in keyss],
-                    [k[1] for k in keyss],
-                    [agg.seq[k][0] for k in keyss],
-                    [agg.seq[k][1] for k in keyss],
-                    [agg.seq[k][2] for k in keyss],
-                ),
-            )
+    def _seq_events(self, conn: psycopg.Connection, seqs: list[tuple[str, datetime, int]]) -> None:
+        if not seqs:
+            return
+        conn.execute(
+            "INSERT INTO seq_10m AS s (device_id, bucket, min_seq, max_seq, n) "
+            f"SELECT d, date_bin('10 minutes', t, {_EPOCH}), min(q), max(q), count(*) "
+            "FROM unnest(%s::text[], %s::timestamptz[], %s::int8[]) AS u(d, t, q) "
+            "GROUP BY 1, 2 ON CONFLICT (device_id, bucket) DO UPDATE SET "
+            "min_seq = LEAST(s.min_seq, excluded.min_seq), "
+            "max_seq = GREATEST(s.max_seq, excluded.max_seq), n = s.n + excluded.n",
+            ([d for d, _, _ in seqs], [t for _, t, _ in seqs], [q for _, _, q in seqs]),
+        )
 
-    def _autoregister(self, conn: psycopg.Connection, seen: dict[str, tuple[str, datetime]]) -> int:
+    def _autoregister_other(
+        self, conn: psycopg.Connection, seen: dict[str, tuple[str, datetime]]
+    ) -> int:
+        if not seen:
+            return 0
         ids = sorted(seen)
-        rows = conn.execute(
+        cur = conn.execute(
             "INSERT INTO devices (device_id, kind, auto_registered) "
             "SELECT d, k, true FROM unnest(%s::text[], %s::text[]) AS t(d, k) "
-            "ON CONFLICT (device_id) DO NOTHING RETURNING device_id",
+            "ON CONFLICT (device_id) DO NOTHING",
             (ids, [seen[d][0] for d in ids]),
-        ).fetchall()
-        return len(rows)
+        )
+        return max(cur.rowcount, 0)
 
     def _dead_letters(
         self, conn: psycopg.Connection, rejections: Sequence[tuple[Incoming, Rejection]]
@@ -586,11 +593,8 @@ class BatchWriter:
                 )
 
     def _ingest_counters(
-        self, conn: psycopg.Connection, result: BatchResult, now: datetime
+        self, conn: psycopg.Connection, result: BatchResult, counts: list[int], now: datetime
     ) -> None:
-        counts = [0] * (len(LAG_BOUNDS_S) + 1)
-        for lag in result.lag_s:
-            counts[bisect.bisect_left(LAG_BOUNDS_S, lag)] += 1
         conn.execute(
             "INSERT INTO ingest_minutely AS m (minute, collector, received, stored, duplicates, "
             "rejected, lag_counts) VALUES (%s, %s, %s, %s, %s, %s, %s) "
@@ -601,7 +605,7 @@ class BatchWriter:
             "lag_counts = ARRAY(SELECT a + b FROM unnest(m.lag_counts, excluded.lag_counts) "
             "AS t(a, b))",
             (
-                _bucket(now, 1),
+                now.replace(second=0, microsecond=0),
                 self.collector,
                 result.received,
                 sum(result.stored.values()),
