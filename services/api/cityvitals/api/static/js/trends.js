@@ -128,6 +128,8 @@ export class TrendChart {
       this.empty.textContent = hasData ? "" : t("trend_no_data");
       this.empty.hidden = hasData;
     }
+    // Axes over no data would only show made-up times.
+    this.container.style.visibility = hasData ? "" : "hidden";
     if (!this.plot) {
       this.pending = [xs, ys];
       return;
