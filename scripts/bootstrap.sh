@@ -11,9 +11,10 @@ pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || tr
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 # `bootstrap.sh test` also brings what the test suite drives: promtool for the alert
-# rule tests and Debian's Chromium for the screen's browser tests.
+# rule tests, Debian's Chromium for the screen's browser tests and a CJK font so that
+# its screenshots show the Chinese names.
 extra=${CITYVITALS_EXTRA_PACKAGES:-}
-[ "${1:-}" = "test" ] && extra="$extra prometheus chromium"
+[ "${1:-}" = "test" ] && extra="$extra prometheus chromium fonts-noto-cjk"
 for pkg in $extra; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
