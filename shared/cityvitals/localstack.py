@@ -124,6 +124,10 @@ class PostgresServer:
     log_file: Path | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
+    def __post_init__(self) -> None:
+        # The server runs with its own working directory: paths must be absolute.
+        self.data_dir = self.data_dir.absolute()
+
     @property
     def url(self) -> str:
         """The `postgresql://` URL of the main database."""
@@ -268,6 +272,9 @@ class MosquittoServer:
     extra_config: str = ""
     log_file: Path | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.work_dir = self.work_dir.absolute()
 
     @property
     def url(self) -> str:

@@ -54,7 +54,11 @@ def api() -> None:
     raise typer.Exit(run(settings))
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    # The simulator parses its own options, --help included.
+    add_help_option=False,
+)
 def simulate(ctx: typer.Context) -> None:
     """Run the simulated Shanghai fleet (see `cityvitals simulate --help`)."""
     from cityvitals.simulator.cli import main as simulator_main
