@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import signal
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import psycopg
@@ -275,8 +277,18 @@ def run(settings: ApiSettings) -> int:
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)
+    # uvicorn re-raises the signal that stopped it once it has shut down; with these
+    # no-op handlers in place that re-raise lands here, and a graceful stop exits 0.
+    previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.run(sockets=[sock])
     finally:
         sock.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("api stopped")
     return 0 if server.started else 1
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    """Swallow the stop signal uvicorn re-raises after its graceful shutdown."""

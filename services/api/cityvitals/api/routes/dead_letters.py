@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -11,7 +10,15 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from cityvitals.api import replay
-from cityvitals.api.deps import AUTH_RESPONSES, AdminDep, ClockDep, PoolDep, SettingsDep, as_utc
+from cityvitals.api.deps import (
+    AUTH_RESPONSES,
+    DATE_TIME,
+    AdminDep,
+    ClockDep,
+    PoolDep,
+    SettingsDep,
+    parse_time,
+)
 from cityvitals.api.models import DeadLetterList, ReplayReport
 from cityvitals.reasons import Reason
 
@@ -30,7 +37,10 @@ def _payload(raw: bytes) -> tuple[str, str]:
 async def list_dead_letters(
     pool: PoolDep,
     reason: ReasonParam = None,
-    since: Annotated[datetime | None, Query(description="received at or after")] = None,
+    since: Annotated[
+        str | None,
+        Query(description="received at or after (RFC 3339)", json_schema_extra=DATE_TIME),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """Payload shown as text when it is UTF-8, else base64 (`payload_encoding`)."""
@@ -41,7 +51,7 @@ async def list_dead_letters(
         params["reason"] = reason.value
     if since is not None:
         where.append(sql.SQL("received_at >= %(since)s"))
-        params["since"] = as_utc(since)
+        params["since"] = parse_time(since, ("query", "since"))
     query = sql.SQL(
         "SELECT id, topic, payload, reason, detail, received_at, collector, replayed_at, "
         "replay_result FROM dead_letters WHERE {} "

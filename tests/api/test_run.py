@@ -1,0 +1,70 @@
+"""`cityvitals api` as a process: serves, exits 0 on SIGTERM, says when the port is taken."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import httpx
+
+from cityvitals.api.main import run
+from cityvitals.localstack import free_port
+from cityvitals.settings import ApiSettings
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float, every: float = 0.05) -> None:
+    """Poll a condition until it holds or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(every)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_api_process_serves_and_exits_zero_on_sigterm(database_url: str) -> None:
+    port = free_port()
+    env = os.environ | {
+        "CITYVITALS_DATABASE_URL": database_url,
+        "CITYVITALS_API_PORT": str(port),
+        "CITYVITALS_LOG_FORMAT": "json",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from cityvitals.cli.main import app; app(['api'])"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_until(lambda: _ready(f"http://127.0.0.1:{port}/readyz"), timeout=30)
+        vitals = httpx.get(f"http://127.0.0.1:{port}/v1/vitals", timeout=5)
+        assert vitals.status_code == 200
+        assert vitals.json()["stale"] is False
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_run_returns_nonzero_with_a_clear_message_when_the_port_is_taken(
+    database_url: str, capsys: object
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = run(ApiSettings(database_url=database_url, api_port=port))
+    assert code == 1
