@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 import schemathesis
 import uvicorn
+from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 
 from cityvitals.api.main import create_app
@@ -18,16 +20,11 @@ from tests.api.conftest import AUTH
 from tests.api.test_run import wait_until
 
 
-@pytest.fixture
-def live_url(database_url: str) -> Iterator[str]:
-    """The app on uvicorn on a free loopback port, in a thread."""
+@contextlib.contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    """An app on uvicorn on a free loopback port, in a thread; yields its base URL."""
     port = free_port()
-    app_settings = ApiSettings(
-        database_url=database_url, admin_token="test-admin-token", api_port=port
-    )
-    config = uvicorn.Config(
-        create_app(app_settings), host="127.0.0.1", port=port, log_config=None, lifespan="on"
-    )
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -37,6 +34,14 @@ def live_url(database_url: str) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=20)
+
+
+@pytest.fixture
+def live_url(database_url: str) -> Iterator[str]:
+    """The app with its admin token, served over real HTTP."""
+    app_settings = ApiSettings(database_url=database_url, admin_token="test-admin-token")
+    with serve(create_app(app_settings)) as url:
+        yield url
 
 
 # The schema the app serves; generating it needs no database.

@@ -186,6 +186,8 @@ def create_app(
             configure=_configure_connection(),
             check=AsyncConnectionPool.check_connection,
             kwargs={"connect_timeout": 5},
+            # A request waits this long for a connection, then answers 503.
+            timeout=5.0,
             name="cityvitals-api",
         )
         # wait=False: the API starts (and serves a stale, empty snapshot) while the

@@ -1,0 +1,34 @@
+"""A database outage: the API keeps serving the last snapshot, marked stale, and recovers."""
+
+from __future__ import annotations
+
+import httpx
+
+from cityvitals.api.main import create_app
+from cityvitals.db.migrate import run_migrations
+from cityvitals.localstack import PostgresServer
+from cityvitals.settings import ApiSettings, MigrateSettings
+from tests.api.test_openapi import serve
+from tests.api.test_run import wait_until
+
+
+def test_database_outage_serves_stale_snapshot_and_readyz_503(
+    private_postgres: PostgresServer,
+) -> None:
+    url = private_postgres.url
+    run_migrations(MigrateSettings(database_url=url))
+    settings = ApiSettings(database_url=url, snapshot_interval_s=0.2)
+    with serve(create_app(settings)) as base, httpx.Client(base_url=base, timeout=10) as http:
+        assert http.get("/readyz").status_code == 200
+        assert http.get("/v1/vitals").json()["stale"] is False
+        private_postgres.stop()
+        wait_until(lambda: http.get("/readyz").status_code == 503, timeout=30)
+        wait_until(lambda: http.get("/v1/vitals").json()["stale"] is True, timeout=30)
+        doc = http.get("/v1/vitals").json()
+        assert all(i["stale"] for i in doc["indicators"])
+        assert "cityvitals_api_database_up 0.0" in http.get("/metrics").text
+        assert http.get("/v1/devices").status_code == 503
+        private_postgres.start()
+        wait_until(lambda: http.get("/v1/vitals").json()["stale"] is False, timeout=60)
+        assert http.get("/readyz").status_code == 200
+        assert "cityvitals_api_database_up 1.0" in http.get("/metrics").text
