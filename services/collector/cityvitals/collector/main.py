@@ -37,6 +37,8 @@ log = structlog.get_logger("cityvitals.collector")
 
 # MQTT 5 §3.14.2.1 reason code 0x8E: another client connected with our client id.
 SESSION_TAKEN_OVER = 0x8E
+# How often an idle collector checks that the database still answers.
+DB_PROBE_INTERVAL_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,8 @@ class Collector:
         self.generation = 0
         self.connected = False
         self.conn: psycopg.Connection | None = None
+        self._last_probe = float("-inf")
+        self.db_up: bool | None = None
         self.totals = BatchResult()
         self.client = self._make_client(self.client_id)
 
@@ -223,7 +227,7 @@ class Collector:
                     # Not a fault of the connection: a bug or a schema problem. Log it
                     # loudly and keep retrying; the messages stay unacknowledged.
                     log.error("batch_failed", error=str(err), kind=type(err).__name__)
-                metrics.DATABASE_UP.set(0)
+                self._database_up(False, str(err))
                 metrics.DB_ERRORS.inc()
                 log.warning(
                     "database_unavailable",
@@ -236,7 +240,7 @@ class Collector:
                     return False
                 delay = min(delay * 2, self.settings.db_retry_max_s) * (0.8 + 0.4 * random.random())  # noqa: S311
                 continue
-            metrics.DATABASE_UP.set(1)
+            self._database_up(True)
             metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
             metrics.record(result)
             self.totals.add(result)
@@ -269,8 +273,34 @@ class Collector:
                     return
                 self.wake.wait(remaining)
             else:
+                self._probe_database()
                 self.wake.wait(0.5)
             self.wake.clear()
+
+    def _probe_database(self) -> None:
+        """While idle, keep `database_up` true to the facts (alerts read it)."""
+        now = time.monotonic()
+        if now - self._last_probe < DB_PROBE_INTERVAL_S:
+            return
+        self._last_probe = now
+        try:
+            self._connection().execute("SELECT 1")
+            self._connection().rollback()
+        except psycopg.Error as err:
+            self._database_up(False, str(err))
+            self._drop_connection()
+            return
+        self._database_up(True)
+
+    def _database_up(self, up: bool, error: str = "") -> None:
+        """Record the database's state; log only the changes."""
+        metrics.DATABASE_UP.set(1 if up else 0)
+        if up != self.db_up:
+            if up:
+                log.info("database_up")
+            else:
+                log.warning("database_down", error=error.strip()[:300])
+        self.db_up = up
 
     def run(self) -> int:
         """Connect, then store batches until asked to stop; flush and disconnect."""
