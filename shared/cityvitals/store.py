@@ -316,9 +316,12 @@ ORDER BY device_id
 ON CONFLICT (device_id) DO UPDATE SET
     last_seen_at = GREATEST(d.last_seen_at, excluded.last_seen_at)
 """
+# The anti-join keeps the common case (every device known) to index lookups; the
+# ON CONFLICT only settles a race with another writer registering the same device.
 _AUTOREGISTER = """
 INSERT INTO devices (device_id, kind, auto_registered)
-SELECT DISTINCT device_id, %(kind)s, true FROM {stage}
+SELECT DISTINCT s.device_id, %(kind)s, true FROM {stage} s
+WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.device_id = s.device_id)
 ON CONFLICT (device_id) DO NOTHING
 """
 
@@ -358,7 +361,11 @@ class BatchWriter:
         return messages, rejections
 
     def write(self, conn: psycopg.Connection, batch: Sequence[Incoming]) -> BatchResult:
-        """Parse and store a batch in one transaction, and commit it."""
+        """Parse and store a batch in one transaction, and commit it.
+
+        A `psycopg.errors.DeadlockDetected` means another writer locked the same
+        devices in another order; nothing was stored and the batch can be retried.
+        """
         messages, rejections = self.parse(batch)
         try:
             result = self.store_parsed(conn, messages, rejections)

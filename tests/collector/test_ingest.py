@@ -257,5 +257,8 @@ def test_idle_collector_reports_the_database_up_before_any_message(
     collector: CollectorProcess,
 ) -> None:
     # Alert rules page on database_up == 0; an idle collector must not look down.
-    wait_until(lambda: collector.metrics().get("cityvitals_collector_database_up") == 1.0, 20,
-               "database_up 1 on an idle collector")
+    wait_until(
+        lambda: collector.metrics().get("cityvitals_collector_database_up") == 1.0,
+        20,
+        "database_up 1 on an idle collector",
+    )

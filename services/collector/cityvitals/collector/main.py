@@ -28,6 +28,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cityvitals.collector import metrics
+from cityvitals.collector.mqttclient import CollectorClient
 from cityvitals.localstack import port_in_use
 from cityvitals.settings import CollectorSettings
 from cityvitals.store import BatchResult, BatchWriter, Incoming, limits_from
@@ -80,6 +81,7 @@ class Collector:
         # Bumped on every disconnect: packet ids of an older connection must never be
         # acknowledged on a newer one, where the broker may have reused them.
         self.generation = 0
+        self.ack_lock = threading.Lock()
         self.connected = False
         self.conn: psycopg.Connection | None = None
         self._last_probe = float("-inf")
@@ -89,8 +91,8 @@ class Collector:
 
     # --- MQTT -------------------------------------------------------------------------
 
-    def _make_client(self, client_id: str) -> mqtt.Client:
-        client = mqtt.Client(
+    def _make_client(self, client_id: str) -> CollectorClient:
+        client = CollectorClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv5,
@@ -164,7 +166,8 @@ class Collector:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        self.generation += 1
+        with self.ack_lock:
+            self.generation += 1
         self.connected = False
         metrics.MQTT_CONNECTED.set(0)
         if self.stopping.is_set():
@@ -217,13 +220,14 @@ class Collector:
             started = time.perf_counter()
             try:
                 result = self.writer.write(self._connection(), [p.incoming for p in batch])
+            except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected) as err:
+                # Another collector stored readings of the same devices at the same
+                # moment; nothing of this batch was kept. Retry at once.
+                metrics.CONFLICTS.inc()
+                log.info("batch_conflict_retry", error=type(err).__name__)
+                continue
             except psycopg.Error as err:
-                if not isinstance(
-                    err,
-                    psycopg.OperationalError
-                    | psycopg.errors.DeadlockDetected
-                    | psycopg.errors.SerializationFailure,
-                ):
+                if not isinstance(err, psycopg.OperationalError):
                     # Not a fault of the connection: a bug or a schema problem. Log it
                     # loudly and keep retrying; the messages stay unacknowledged.
                     log.error("batch_failed", error=str(err), kind=type(err).__name__)
@@ -248,10 +252,19 @@ class Collector:
 
     def _ack(self, batch: list[Pending]) -> None:
         now = time.monotonic()
-        gen = self.generation
+        # Held against _on_disconnect: an ack is queued on the connection its packet id
+        # came from, or not at all (the broker then re-delivers, and keys absorb it).
+        with self.ack_lock:
+            gen = self.generation
+            qos1: list[int] = []
+            for p in batch:
+                if p.generation == gen:
+                    if p.qos == 1:
+                        qos1.append(p.mid)
+                    elif p.qos == 2:
+                        self.client.ack(p.mid, p.qos)
+            self.client.ack_many(qos1)
         for p in batch:
-            if p.qos and p.generation == gen:
-                self.client.ack(p.mid, p.qos)
             metrics.ACK_LAG.observe(now - p.monotonic)
         metrics.LAST_COMMIT.set(time.time())
 

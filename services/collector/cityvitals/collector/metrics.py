@@ -47,6 +47,10 @@ LAST_COMMIT = Gauge(
     "cityvitals_collector_last_commit_timestamp_seconds", "Unix time of the last committed batch"
 )
 DB_ERRORS = Counter("cityvitals_collector_database_errors", "Failed batch attempts")
+CONFLICTS = Counter(
+    "cityvitals_collector_batch_conflicts",
+    "Batches retried because another collector wrote the same devices",
+)
 
 # Every label value exists from the start, so rates and alerts see zeros, not gaps.
 for _kind in ("parking", "waste", "energy", "event", "status"):
