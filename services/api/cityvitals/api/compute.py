@@ -768,8 +768,11 @@ def build_snapshot(fast: FastInputs, slow: SlowInputs, *, cfg: Config, now: date
         slow=slow,
         slow_keys=all_keys,
     )
+    # INDICATORS.md: "the city's [status] is the worst of its districts'". City-only
+    # indicators (ingest lag, rejected ratio, unassigned devices) carry their own status
+    # and alerts, but do not raise the city's status.
     worst_district = max((s.status for s in districts.values()), default=Status.NORMAL)
-    city = Scope(CITY, max(city_scope.status, worst_district), city_scope.figures)
+    city = Scope(CITY, worst_district, city_scope.figures)
     sites = {d: tuple(sorted(ss, key=lambda s: (s.kind, s.id))) for d, ss in b.sites.items()}
     return Snapshot(now, city, districts, sites, tuple(b.checks))
 

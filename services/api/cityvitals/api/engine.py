@@ -142,7 +142,11 @@ class Engine:
                 fast = await queries.fetch_fast(
                     conn, now=now, day=day, midnight=midnight, next_midnight=next_midnight
                 )
-                snap = build_snapshot(fast, self.slow, cfg=self.cfg, now=now)
+                # CPU-bound work runs off the event loop, so that screens polling the
+                # cached document are not held up while a new one is computed.
+                snap = await asyncio.to_thread(
+                    build_snapshot, fast, self.slow, cfg=self.cfg, now=now
+                )
                 await self.alerts.evaluate(conn, snap.checks, now)
                 await self._sample(conn, snap, now)
         except DB_FAULTS as err:
@@ -158,8 +162,16 @@ class Engine:
         self.last_refresh_s = time.perf_counter() - started
         if self.on_refresh is not None:
             self.on_refresh(self.last_refresh_s)
+        ready = await asyncio.to_thread(self._prepare, snap, now)
         self._publish(now)
+        self._docs["vitals"] = ready
         return True
+
+    def _prepare(self, snap: Snapshot, now: datetime) -> Served:
+        """The city document of a new snapshot, serialized and compressed in advance."""
+        served = Served.of(vitals_doc(snap, self.catalogue, now, degraded=False))
+        served.gzipped()
+        return served
 
     async def _sample(self, conn: Any, snap: Snapshot, now: datetime) -> None:
         """Write every city and district figure once a minute (for series and peaks)."""

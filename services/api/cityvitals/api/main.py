@@ -6,6 +6,7 @@ import asyncio
 import errno
 import signal
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -279,6 +280,9 @@ def run(settings: ApiSettings) -> int:
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)
+    # The snapshot is computed on a worker thread; a short GIL switch interval keeps the
+    # event loop answering within a millisecond or two while it runs.
+    sys.setswitchinterval(0.001)
     # uvicorn re-raises the signal that stopped it once it has shut down; with these
     # no-op handlers in place that re-raise lands here, and a graceful stop exits 0.
     previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGTERM, signal.SIGINT)}

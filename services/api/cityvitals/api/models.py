@@ -109,6 +109,14 @@ class OpeningHours(BaseModel):
     open: str = Field(pattern=HHMM.pattern)
     close: str = Field(pattern=HHMM.pattern)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _pair(cls, value: object) -> object:
+        # Integrators also send a window as a pair: ["07:00", "09:00"].
+        if isinstance(value, list | tuple) and len(value) == 2:
+            return {"open": value[0], "close": value[1]}
+        return value
+
     @model_validator(mode="after")
     def _ordered(self) -> OpeningHours:
         if self.open >= self.close:

@@ -3,6 +3,7 @@ the `devices` table."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.error
 import urllib.request
@@ -60,12 +61,21 @@ def register_api(
         )
         try:
             with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
-                response.read()
+                body = response.read()
         except urllib.error.HTTPError as err:
             body = err.read()[:500].decode(errors="replace")
             raise RegisterError(f"POST {url} answered {err.code}: {body}") from err
         except (urllib.error.URLError, OSError) as err:
             raise RegisterError(f"POST {url} failed: {err}") from err
+        # The import stores the good rows and reports the bad ones; a fleet that is
+        # only partly registered must not pass as registered.
+        with contextlib.suppress(ValueError):
+            failed = json.loads(body or b"{}").get("failed") or []
+            if failed:
+                raise RegisterError(
+                    f"the API refused {len(failed)} of {len(chunk)} devices, "
+                    f"for example: {failed[:3]}"
+                )
         done += len(chunk)
         log.info("devices_imported", via="api", count=done, total=len(devices))
     return done
