@@ -20,10 +20,12 @@ test: ## Install what the suite needs, lint, type-check and run every test again
 lint: install ## ruff check, ruff format --check and mypy --strict only
 	@scripts/lint.sh
 
-bench: install ## Run the benchmark suite and write docs/benchmarks.md (under 20 minutes)
+bench: ## Run the benchmark suite and write docs/benchmarks.md (under 20 minutes)
+	@scripts/bootstrap.sh bench
 	@.venv/bin/python -m scripts.bench --full
 
-bench-quick: install ## Smoke-run the benchmarks with tiny sizes (under 2 minutes)
+bench-quick: ## Smoke-run the benchmarks with tiny sizes (under 2 minutes)
+	@scripts/bootstrap.sh bench
 	@.venv/bin/python -m scripts.bench --quick
 
 clean: ## Remove the local stack's data (.run) and caches

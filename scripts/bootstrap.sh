@@ -15,6 +15,8 @@ command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 # its screenshots show the Chinese names.
 extra=${CITYVITALS_EXTRA_PACKAGES:-}
 [ "${1:-}" = "test" ] && extra="$extra prometheus chromium fonts-noto-cjk"
+# `bootstrap.sh bench` brings wrk, the HTTP load generator of the API benchmark.
+[ "${1:-}" = "bench" ] && extra="$extra wrk"
 for pkg in $extra; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -105,10 +105,12 @@ class Stack:
         self.mqtt_port = _port("CITYVITALS_RUN_MQTT_PORT", 18830)
         self.api_port = _port("CITYVITALS_API_PORT", 8080)
         self.metrics_port = _port("CITYVITALS_METRICS_PORT", 9464)
-        self.pg = PostgresServer(data_dir=_pg_data_dir(), port=self.pg_port,
-                                 log_file=RUN / "logs" / "postgres.log")
-        self.broker = MosquittoServer(work_dir=RUN / "mosquitto", port=self.mqtt_port,
-                                      log_file=RUN / "logs" / "mosquitto.log")
+        self.pg = PostgresServer(
+            data_dir=_pg_data_dir(), port=self.pg_port, log_file=RUN / "logs" / "postgres.log"
+        )
+        self.broker = MosquittoServer(
+            work_dir=RUN / "mosquitto", port=self.mqtt_port, log_file=RUN / "logs" / "mosquitto.log"
+        )
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("CITYVITALS_RUN_")},
@@ -130,14 +132,21 @@ class Stack:
             ("collector metrics", self.metrics_port, "CITYVITALS_METRICS_PORT"),
         ):
             if port_in_use(port):
-                raise StackError(f"port {port} for {name} is already in use: is another "
-                                 f"`make run` running? Choose another with {var}=<port>.")
+                raise StackError(
+                    f"port {port} for {name} is already in use: is another "
+                    f"`make run` running? Choose another with {var}=<port>."
+                )
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         """Start a `cityvitals` subcommand with its output in .run/logs/<name>.log."""
         log = (RUN / "logs" / f"{name}.log").open("ab")
-        proc = subprocess.Popen([CITYVITALS, *args], env=self.env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [CITYVITALS, *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         log.close()
         self.procs.append((name, proc))
         return proc
@@ -146,14 +155,17 @@ class Stack:
         """Bring every part up, in dependency order."""
         self.check_ports()
         created = self.pg.init()
-        console.print(f"[bold]PostgreSQL[/] {'created' if created else 'found'} cluster in "
-                      f"{self.pg.data_dir}")
+        console.print(
+            f"[bold]PostgreSQL[/] {'created' if created else 'found'} cluster in {self.pg.data_dir}"
+        )
         self.pg.start()
         self.broker.start()
-        console.print(f"[bold]Mosquitto[/] on 127.0.0.1:{self.mqtt_port} (data in "
-                      f"{self.broker.work_dir})")
-        migrate = subprocess.run([CITYVITALS, "migrate"], env=self.env, capture_output=True,
-                                 check=False)
+        console.print(
+            f"[bold]Mosquitto[/] on 127.0.0.1:{self.mqtt_port} (data in {self.broker.work_dir})"
+        )
+        migrate = subprocess.run(
+            [CITYVITALS, "migrate"], env=self.env, capture_output=True, check=False
+        )
         if migrate.returncode != 0:
             raise StackError("migrations failed:\n" + migrate.stderr.decode(errors="replace"))
         console.print(f"[bold]Database[/] {migrate.stdout.decode().strip()}")
@@ -167,8 +179,10 @@ class Stack:
         console.print(f"  screen    {base}/")
         console.print(f"  API       {base}/v1/vitals")
         console.print(f"  API docs  {base}/docs")
-        console.print(f"  metrics   {base}/metrics  and  "
-                      f"http://127.0.0.1:{self.metrics_port}/metrics (collector)")
+        console.print(
+            f"  metrics   {base}/metrics  and  "
+            f"http://127.0.0.1:{self.metrics_port}/metrics (collector)"
+        )
         console.print(f"  MQTT      {self.broker.url}   database  {self.pg.url}")
         console.print(f"  admin token in {RUN / 'admin-token'}; logs in {RUN / 'logs'}")
 
@@ -177,8 +191,10 @@ class Stack:
         while True:
             for name, proc in self.procs:
                 if proc.poll() is not None:
-                    raise StackError(f"{name} exited with code {proc.returncode}; see "
-                                     f"{RUN / 'logs' / (name + '.log')}")
+                    raise StackError(
+                        f"{name} exited with code {proc.returncode}; see "
+                        f"{RUN / 'logs' / (name + '.log')}"
+                    )
             time.sleep(0.5)
 
     def stop(self) -> None:

@@ -1,0 +1,729 @@
+"""`make bench` / `make bench-quick`: the speed targets of SPEC §8, measured side by side.
+
+Every benchmark runs against a real PostgreSQL (durable: fsync and synchronous commit
+on, as in production) and a real Mosquitto with the project's configuration, started
+for the purpose on free loopback ports. Each figure is the median of several runs;
+ratios compare runs made in the same invocation. Results go to docs/benchmarks.md
+(the full run) or bench-results/quick.md (the smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from cityvitals.catalogue import CATALOGUE, DISTRICTS
+from cityvitals.db.migrate import run_migrations
+from cityvitals.localstack import MosquittoServer, PostgresServer, free_port
+from cityvitals.settings import MigrateSettings
+from cityvitals.simulator.load import publish_load, synthetic_ids
+
+ROOT = Path(__file__).resolve().parent.parent
+CITYVITALS = str(Path(sys.executable).parent / "cityvitals")
+BENCH_TOKEN = "bench-only-token"  # noqa: S105 - a throwaway API started for the run
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each benchmark is."""
+
+    runs: int
+    ingest_messages: int
+    ingest_devices: int
+    naive_messages: int
+    burst_messages: int
+    fleet_devices: int
+    history_days: tuple[int, ...]
+    history_meters: int
+    http_clients: int
+    http_seconds: int
+    visible_samples: int
+
+
+FULL = Sizes(
+    runs=3,
+    ingest_messages=300_000,
+    ingest_devices=20_000,
+    naive_messages=20_000,
+    burst_messages=100_000,
+    fleet_devices=200_000,
+    history_days=(1, 30),
+    history_meters=2_000,
+    http_clients=200,
+    http_seconds=15,
+    visible_samples=25,
+)
+QUICK = Sizes(
+    runs=1,
+    ingest_messages=20_000,
+    ingest_devices=2_000,
+    naive_messages=2_000,
+    burst_messages=10_000,
+    fleet_devices=5_000,
+    history_days=(1,),
+    history_meters=50,
+    http_clients=20,
+    http_seconds=3,
+    visible_samples=5,
+)
+
+
+@dataclass
+class Report:
+    """Rows of the results table, in order."""
+
+    rows: list[tuple[str, str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, what: str, result: str, target: str = "") -> None:
+        """Add a row and say it on the terminal."""
+        self.rows.append((what, result, target))
+        print(f"  {what}: {result}  {target}", flush=True)
+
+
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        out: dict[str, float] = {}
+        for line in resp.read().decode().splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+
+def _wait(check: Callable[[], bool], deadline_s: float, what: str, every: float = 0.1) -> float:
+    """Poll until `check` holds; return the seconds it took."""
+    start = time.monotonic()
+    while time.monotonic() - start < deadline_s:
+        if check():
+            return time.monotonic() - start
+        time.sleep(every)
+    raise RuntimeError(f"timed out after {deadline_s:.0f} s waiting for {what}")
+
+
+class Bench:
+    """One benchmark session: servers, helpers and the report."""
+
+    def __init__(self, sizes: Sizes, work: Path) -> None:
+        self.sizes = sizes
+        self.work = work
+        self.pg = PostgresServer(
+            work / "pg", free_port(), durable=True, log_file=work / "postgres.log"
+        )
+        self.broker = MosquittoServer(work / "mqtt", free_port(), log_file=work / "mqtt.log")
+        self.report = Report()
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.n_db = 0
+
+    @contextlib.contextmanager
+    def servers(self) -> Iterator[None]:
+        """Start PostgreSQL and Mosquitto for the session."""
+        self.pg.init()
+        self.pg.start()
+        self.broker.start()
+        try:
+            yield
+        finally:
+            for p in self.procs:
+                if p.poll() is None:
+                    p.kill()
+            self.broker.stop()
+            self.pg.stop()
+
+    def fresh_db(self) -> str:
+        """A new migrated database."""
+        self.n_db += 1
+        name = f"bench{self.n_db}"
+        url = self.pg.create_database(name)
+        run_migrations(MigrateSettings(database_url=url))
+        return url
+
+    def env(self, db: str, prefix: str, **extra: str) -> dict[str, str]:
+        """Environment for a service under test."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CITYVITALS_")}
+        env.update(
+            {
+                "CITYVITALS_DATABASE_URL": db,
+                "CITYVITALS_MQTT_URL": self.broker.url,
+                "CITYVITALS_TOPIC_PREFIX": prefix,
+                "CITYVITALS_LOG_FORMAT": "json",
+                "CITYVITALS_LOG_LEVEL": "WARNING",
+            }
+        )
+        env.update({f"CITYVITALS_{k.upper()}": v for k, v in extra.items()})
+        return env
+
+    def spawn(self, args: list[str], env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
+        """Start a process with its output in the work folder."""
+        with (self.work / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def collector(
+        self, db: str, prefix: str, client_id: str, **extra: str
+    ) -> tuple[subprocess.Popen[bytes], int]:
+        """Start a collector and wait until it is subscribed."""
+        port = free_port()
+        env = self.env(db, prefix, client_id=client_id, metrics_port=str(port), **extra)
+        proc = self.spawn([CITYVITALS, "collector"], env, client_id)
+        _wait(
+            lambda: _ok(lambda: _scrape(port).get("cityvitals_collector_mqtt_connected") == 1.0),
+            60,
+            "collector subscribed",
+        )
+        return proc, port
+
+    def naive(self, db: str, prefix: str) -> subprocess.Popen[bytes]:
+        """Start the baseline collector."""
+        env = self.env(db, prefix, client_id=f"naive-{prefix}")
+        log = self.work / f"naive-{prefix}.log"
+        proc = self.spawn(
+            [sys.executable, str(ROOT / "scripts" / "naive_collector.py")], env, f"naive-{prefix}"
+        )
+        _wait(lambda: log.exists() and "subscribed" in log.read_text(), 60, "naive subscribed")
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGTERM and wait."""
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+def _ok(check: Callable[[], bool]) -> bool:
+    try:
+        return check()
+    except OSError:
+        return False
+
+
+def _at_least(db: str, n: int) -> Callable[[], bool]:
+    return lambda: _count(db) >= n
+
+
+def _changed(port: int, before: float) -> Callable[[], bool]:
+    return lambda: _free_spaces(port) != before
+
+
+def _count(db: str, table: str = "readings_energy") -> int:
+    with psycopg.connect(db) as conn:
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608
+    return int(row[0]) if row else 0
+
+
+# --- parse --------------------------------------------------------------------------
+
+
+def bench_parse(b: Bench) -> None:
+    """msgspec (what the collector uses) against the same models in pydantic v2."""
+    from typing import Annotated, Literal
+
+    import msgspec
+    from pydantic import BaseModel, Field
+
+    from cityvitals.payloads import EnergyPayload, Limits, WastePayload, parse_message
+
+    class PBin(BaseModel):
+        category: Literal["wet", "dry", "recyclable", "hazardous"]
+        fill_pct: Annotated[float, Field(ge=0, le=100)]
+        weight_kg: Annotated[float, Field(ge=0, le=2000)] | None = None
+
+    class PWaste(BaseModel):
+        bins: Annotated[list[PBin], Field(min_length=1, max_length=8)]
+        ts: int | str | None = None
+        temp_c: Annotated[float, Field(ge=-40, le=150)] | None = None
+        battery_v: float | None = None
+        seq: int | None = None
+
+    class PEnergy(BaseModel):
+        active_power_kw: Annotated[float, Field(ge=-100000, le=100000)]
+        ts: int | str | None = None
+        energy_kwh: Annotated[float, Field(ge=0)] | None = None
+        voltage_v: Annotated[float, Field(ge=0, le=1000)] | None = None
+        power_factor: Annotated[float, Field(ge=0, le=1)] | None = None
+        seq: int | None = None
+
+    now = datetime.now(UTC)
+    energy = json.dumps(
+        {
+            "ts": now.isoformat(),
+            "active_power_kw": 182.4,
+            "energy_kwh": 12033.2,
+            "voltage_v": 229.8,
+            "power_factor": 0.94,
+            "seq": 5521,
+        }
+    ).encode()
+    waste = json.dumps(
+        {
+            "ts": int(now.timestamp() * 1000),
+            "bins": [
+                {"category": "wet", "fill_pct": 72.5, "weight_kg": 38.2},
+                {"category": "dry", "fill_pct": 40.0},
+            ],
+            "temp_c": 24.5,
+            "seq": 88,
+        }
+    ).encode()
+    n = 20_000
+    limits = Limits()
+    dec_e = msgspec.json.Decoder(EnergyPayload)
+    dec_w = msgspec.json.Decoder(WastePayload)
+    full: list[float] = []
+    ours: list[float] = []
+    theirs: list[float] = []
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(n // 2):
+            parse_message("city/energy/em-1/telemetry", energy, now, prefix="city", limits=limits)
+            parse_message("city/waste/ws-1/telemetry", waste, now, prefix="city", limits=limits)
+        full.append((time.perf_counter() - t) / n * 1e6)
+        t = time.perf_counter()
+        for _ in range(n // 2):
+            dec_e.decode(energy)
+            dec_w.decode(waste)
+        ours.append((time.perf_counter() - t) / n * 1e6)
+        t = time.perf_counter()
+        for _ in range(n // 2):
+            PEnergy.model_validate_json(energy)
+            PWaste.model_validate_json(waste)
+        theirs.append((time.perf_counter() - t) / n * 1e6)
+    f, o, p = _median(full), _median(ours), _median(theirs)
+    b.report.add(
+        "parse, whole path (topic, payload, ranges, timestamp, limits)",
+        f"{f:.1f} µs/msg ({1e6 / f:,.0f} msg/s on one core)",
+    )
+    b.report.add(
+        "payload models only: msgspec (ours) vs pydantic v2, same fields and ranges",
+        f"{o:.2f} µs vs {p:.2f} µs per message",
+        f"msgspec {p / o:.1f}x faster",
+    )
+
+
+# --- ingest -------------------------------------------------------------------------
+
+
+def _ingest_once(
+    b: Bench, collectors: int, messages: int, devices: int, tag: str
+) -> tuple[float, int, int, list[float]]:
+    """Collectors running, a load published flat out; seconds until all are stored."""
+    db = b.fresh_db()
+    prefix = f"b{tag}"
+    procs = [b.collector(db, prefix, f"c-{tag}-{i}") for i in range(collectors)]
+    start = time.monotonic()
+    load = publish_load(b.broker.url, prefix, devices=devices, messages=messages, processes=2)
+    _wait(lambda: _count(db) >= messages, 600, f"{messages} stored", every=0.05)
+    seconds = time.monotonic() - start
+    stored = _count(db)
+    rss = [_rss_mb(p.pid) for p, _ in procs]
+    for p, _ in procs:
+        b.stop(p)
+    return seconds, load.lost + (messages - stored), stored, rss
+
+
+def bench_ingest(b: Bench) -> None:
+    """Sustained QoS 1 ingest: one collector, two collectors, and the naive baseline."""
+    s = b.sizes
+    one: list[float] = []
+    two: list[float] = []
+    naive: list[float] = []
+    lost = 0
+    for run in range(s.runs):
+        secs, lost1, _, _ = _ingest_once(b, 1, s.ingest_messages, s.ingest_devices, f"1x{run}")
+        one.append(s.ingest_messages / secs)
+        secs, lost2, _, _ = _ingest_once(b, 2, s.ingest_messages, s.ingest_devices, f"2x{run}")
+        two.append(s.ingest_messages / secs)
+        lost += lost1 + lost2
+        db = b.fresh_db()
+        prefix = f"bn{run}"
+        proc = b.naive(db, prefix)
+        start = time.monotonic()
+        publish_load(
+            b.broker.url, prefix, devices=s.ingest_devices, messages=s.naive_messages, processes=1
+        )
+        _wait(_at_least(db, s.naive_messages), 900, "naive stored", every=0.05)
+        naive.append(s.naive_messages / (time.monotonic() - start))
+        b.stop(proc)
+        print(
+            f"    run {run + 1}: one {one[-1]:,.0f}/s, two {two[-1]:,.0f}/s, "
+            f"naive {naive[-1]:,.0f}/s",
+            flush=True,
+        )
+    b.report.add(
+        f"ingest, QoS 1, 1 collector ({s.ingest_messages:,} msgs, {s.ingest_devices:,} devices)",
+        f"{_median(one):,.0f} msg/s, lost {lost}",
+        "target ≥ 20,000 msg/s, 0 lost",
+    )
+    b.report.add(
+        "ingest, QoS 1, 2 collectors on the shared subscription",
+        f"{_median(two):,.0f} msg/s ({_median(two) / _median(one):.2f}x one)",
+    )
+    b.report.add(
+        f"naive baseline: INSERT per message, ack on receipt ({s.naive_messages:,})",
+        f"{_median(naive):,.0f} msg/s",
+        f"ours is {_median(one) / _median(naive):.0f}x the baseline",
+    )
+
+
+def bench_burst(b: Bench) -> None:
+    """100,000 meter readings published as fast as possible: time until all stored."""
+    s = b.sizes
+    times: list[float] = []
+    publish: list[float] = []
+    lost_total = 0
+    for run in range(s.runs):
+        db = b.fresh_db()
+        prefix = f"bb{run}"
+        proc, _ = b.collector(db, prefix, f"burst-{run}")
+        start = time.monotonic()
+        load = publish_load(
+            b.broker.url, prefix, devices=s.burst_messages, messages=s.burst_messages, processes=3
+        )
+        publish.append(load.seconds)
+        _wait(_at_least(db, s.burst_messages), 600, "burst stored", every=0.05)
+        times.append(time.monotonic() - start)
+        lost_total += load.lost + s.burst_messages - _count(db)
+        b.stop(proc)
+    b.report.add(
+        f"burst: {s.burst_messages:,} meter readings (one per meter) published in "
+        f"{_median(publish):.1f} s",
+        f"all stored after {_median(times):.1f} s, lost {lost_total}",
+        "target: all stored, 0 lost",
+    )
+
+
+# --- API ----------------------------------------------------------------------------
+
+
+def _register_fleet(db: str, devices: int) -> list[str]:
+    """Register `devices` devices spread over the 16 districts, straight into the registry."""
+    kinds = {"parking": int(devices * 0.6), "waste": int(devices * 0.1)}
+    kinds["energy"] = devices - kinds["parking"] - kinds["waste"]
+    ids: list[str] = []
+    with (
+        psycopg.connect(db) as conn,
+        conn.cursor() as cur,
+        cur.copy(
+            "COPY devices (device_id, kind, district, site, key_consumer, contract_kw) FROM STDIN"
+        ) as copy,
+    ):
+        for kind, n in kinds.items():
+            for i, dev in enumerate(synthetic_ids(kind, n)):
+                district = DISTRICTS[i % len(DISTRICTS)].id
+                site = f"{district}-site-{i // 40:05d}"
+                copy.write_row(
+                    (
+                        dev,
+                        kind,
+                        district,
+                        site,
+                        kind == "energy" and i % 10 == 0,
+                        500.0 if kind == "energy" else None,
+                    )
+                )
+                ids.append(dev)
+    return ids
+
+
+def _history(db: str, days: int, meters: int) -> int:
+    """`days` of history: raw readings of `meters` meters every minute, and the daily,
+    hourly and per-minute aggregates of the whole fleet for those days, written by SQL.
+    """
+    with psycopg.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO readings_energy (device_id, ts, received_at, active_power_kw, "
+            "energy_kwh) SELECT 'hist-' || m, t, t, 100, 1000 + extract(epoch FROM t) / 3600 "
+            "FROM generate_series(1, %s) m, generate_series(now() - make_interval(days => %s), "
+            "now() - interval '1 hour', interval '1 minute') t ON CONFLICT DO NOTHING",
+            (meters, days),
+        )
+        conn.execute(
+            "INSERT INTO energy_daily (device_id, day, consumption_kwh, last_ts) "
+            "SELECT d.device_id, (now() - make_interval(days => g))::date, 100, "
+            "now() - make_interval(days => g) FROM devices d, generate_series(1, %s) g "
+            "WHERE d.kind = 'energy' ON CONFLICT DO NOTHING",
+            (days,),
+        )
+        conn.execute(
+            "INSERT INTO parking_hourly (device_id, hour, transitions) "
+            "SELECT d.device_id, date_trunc('hour', now()) - make_interval(hours => g), 1 "
+            "FROM (SELECT device_id FROM devices WHERE kind = 'parking' LIMIT 20000) d, "
+            "generate_series(25, 24 * %s) g ON CONFLICT DO NOTHING",
+            (days,),
+        )
+        conn.execute(
+            "INSERT INTO indicator_samples (indicator, scope, ts, value) "
+            "SELECT i, s, date_trunc('minute', now()) - make_interval(mins => g), 1 "
+            "FROM unnest(%s::text[]) i, unnest(%s::text[]) s, "
+            "generate_series(5, 1440 * %s, 5) g "
+            "ON CONFLICT DO NOTHING",
+            ([ind.id for ind in CATALOGUE], ["city", *[d.id for d in DISTRICTS]], days),
+        )
+        conn.execute("ANALYZE")
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM readings_energy) + (SELECT count(*) FROM "
+            "energy_daily) + (SELECT count(*) FROM parking_hourly) + (SELECT count(*) FROM "
+            "indicator_samples)"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _wrk(url: str, clients: int, seconds: int) -> dict[str, float]:
+    """p50/p99 latency and rate from wrk (Debian's), which is not the limit here."""
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t2",
+            f"-c{clients}",
+            f"-d{seconds}s",
+            "--latency",
+            "-H",
+            "Accept-Encoding: gzip",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    res: dict[str, float] = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in ("50%", "99%"):
+            res[parts[0]] = _ms(parts[1])
+        if line.startswith("Requests/sec:"):
+            res["rps"] = float(parts[1])
+        if "Non-2xx" in line:
+            res["non2xx"] = float(parts[-1])
+    return res
+
+
+def _ms(text: str) -> float:
+    for unit, factor in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * factor
+    return float(text)
+
+
+def _api(b: Bench, db: str, prefix: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    env = b.env(db, prefix, api_port=str(port), admin_token=BENCH_TOKEN)
+    proc = b.spawn([CITYVITALS, "api"], env, f"api-{port}")
+    _wait(
+        lambda: _ok(lambda: _http_status(f"http://127.0.0.1:{port}/readyz") == 200), 60, "API ready"
+    )
+    return proc, port
+
+
+def _http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
+def _vitals(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/vitals", timeout=5) as resp:
+        data: dict[str, Any] = json.loads(resp.read())
+    return data
+
+
+def bench_api(b: Bench) -> None:
+    """/v1/vitals under 200 polling clients with 200,000 devices, at two history sizes."""
+    s = b.sizes
+    db = b.fresh_db()
+    prefix = "bapi"
+    ids = _register_fleet(db, s.fleet_devices)
+    proc, _ = b.collector(db, prefix, "api-fill")
+    by_kind: dict[str, list[str]] = {}
+    for dev in ids:
+        by_kind.setdefault(dev.split("-", 1)[0], []).append(dev)
+    kinds = {"pk": "parking", "ws": "waste", "em": "energy"}
+    for short, devs in by_kind.items():
+        publish_load(
+            b.broker.url,
+            prefix,
+            devices=devs,
+            messages=len(devs),
+            processes=2,
+            kind=kinds.get(short, "energy"),
+        )
+    _wait(
+        lambda: sum(_count(db, f"latest_{k}") for k in ("parking", "waste", "energy")) >= len(ids),
+        900,
+        "every device has a latest state",
+        every=0.5,
+    )
+    rss = _rss_mb(proc.pid)
+    b.report.add(
+        f"collector RSS after {len(ids):,} distinct devices", f"{rss:.0f} MB", "target ≤ 300 MB"
+    )
+    api, port = _api(b, db, prefix)
+    url = f"http://127.0.0.1:{port}/v1/vitals"
+    previous_days = 0
+    for days in s.history_days:
+        rows = _history(db, days, s.history_meters) if days > previous_days else 0
+        previous_days = days
+        time.sleep(2)  # one snapshot refresh after the history changed
+        p50: list[float] = []
+        p99: list[float] = []
+        rps: list[float] = []
+        for _ in range(s.runs):
+            r = _wrk(url, s.http_clients, s.http_seconds)
+            p50.append(r.get("50%", float("nan")))
+            p99.append(r.get("99%", float("nan")))
+            rps.append(r.get("rps", 0.0))
+        b.report.add(
+            f"GET /v1/vitals, {s.http_clients} clients, {len(ids):,} devices, "
+            f"{days} day(s) of history ({rows:,} rows)",
+            f"p50 {_median(p50):.1f} ms, p99 {_median(p99):.1f} ms, {_median(rps):,.0f} req/s",
+            "target p99 ≤ 20 ms",
+        )
+    # Publish -> visible: toggle one sensor's occupancy and watch its district's figure.
+    dev = by_kind["pk"][0]
+    lat: list[float] = []
+    for i in range(s.visible_samples):
+        before = _free_spaces(port)
+        occupied = i % 2 == 0
+        start = time.monotonic()
+        _publish_one(
+            b.broker.url,
+            f"{prefix}/parking/{dev}/telemetry",
+            json.dumps({"occupied": occupied}).encode(),
+        )
+        _wait(_changed(port, before), 30, "change visible", 0.01)
+        lat.append(time.monotonic() - start)
+    lat.sort()
+    b.report.add(
+        "sensor publish → visible in /v1/vitals",
+        f"p50 {_median(lat):.2f} s, p95 {lat[int(len(lat) * 0.95) - 1]:.2f} s",
+        "target p95 ≤ 2 s",
+    )
+    b.stop(api)
+    b.stop(proc)
+
+
+def _free_spaces(port: int) -> float:
+    data = _vitals(port)
+    for ind in data["indicators"]:
+        if ind["id"] == "parking.free_spaces":
+            return float(ind["value"] or 0)
+    return 0.0
+
+
+def _publish_one(url: str, topic: str, payload: bytes) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from cityvitals.settings import parse_mqtt_url
+
+    t = parse_mqtt_url(url)
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.connect(t.host, t.port)
+    c.loop_start()
+    c.publish(topic, payload, qos=1).wait_for_publish(10)
+    c.disconnect()
+    c.loop_stop()
+
+
+# --- report -------------------------------------------------------------------------
+
+
+def write_report(b: Bench, path: Path, command: str, elapsed: float) -> None:
+    """The results table with the machine, the date and the command."""
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores ({cpu}), "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+        f"{platform.platform()}, Python {platform.python_version()}. Broker, database, "
+        "collector(s), API and load generator all ran on this machine.",
+        "",
+        f"Reproduce with `{command}` ({elapsed / 60:.1f} minutes for this run). Figures are "
+        f"medians of {b.sizes.runs} run(s); ratios compare runs of the same invocation.",
+        "",
+        "| what | result | target / ratio |",
+        "|---|---|---|",
+        *[f"| {w} | {r} | {t} |" for w, r, t in b.report.rows],
+        "",
+        *b.report.notes,
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    print(f"wrote {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the suite."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--full", action="store_true", help="every benchmark at full size")
+    mode.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run")
+    parser.add_argument(
+        "--only", nargs="*", default=[], choices=["parse", "ingest", "burst", "api"]
+    )
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    out = args.out or (ROOT / ("bench-results/quick.md" if args.quick else "docs/benchmarks.md"))
+    work = Path(tempfile.mkdtemp(prefix="cityvitals-bench-"))
+    work.chmod(0o711)
+    bench = Bench(sizes, work)
+    started = time.monotonic()
+    chosen = args.only or ["parse", "ingest", "burst", "api"]
+    with bench.servers():
+        for name in chosen:
+            print(f"{name} …", flush=True)
+            {"parse": bench_parse, "ingest": bench_ingest, "burst": bench_burst, "api": bench_api}[
+                name
+            ](bench)
+    command = "make bench-quick" if args.quick else "make bench"
+    if args.only:
+        command = f"python -m scripts.bench {'--quick ' if args.quick else ''}--only " + " ".join(
+            args.only
+        )
+    write_report(bench, out, command, time.monotonic() - started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
