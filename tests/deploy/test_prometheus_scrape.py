@@ -15,7 +15,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-import yaml  # type: ignore[import-untyped]  # PyYAML ships no type hints
+import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cityvitals.localstack import free_port, wait_for_port
