@@ -85,6 +85,10 @@ class AlertBook:
             async with conn.cursor() as cur:
                 for c in checks:
                     key = (c.indicator, c.entity)
+                    if c.status == Status.NORMAL and key not in active:
+                        # The common case by far: nothing to open, nothing to clear.
+                        self._last_ts.pop(key, None)
+                        continue
                     new_reading = key in self._last_ts and self._last_ts[key] != c.newest
                     self._last_ts[key] = c.newest
                     alert = active.get(key)
