@@ -278,6 +278,9 @@ def run(settings: ApiSettings) -> int:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        # Screens poll every few seconds on one connection; uvicorn's default of 5 s
+        # would race their next request against the server closing it.
+        timeout_keep_alive=75,
     )
     server = uvicorn.Server(config)
     # The snapshot is computed on a worker thread; a short GIL switch interval keeps the
