@@ -59,16 +59,16 @@ class Sizes:
 
 FULL = Sizes(
     runs=3,
-    ingest_messages=300_000,
+    ingest_messages=200_000,
     ingest_devices=20_000,
     naive_messages=20_000,
     burst_messages=100_000,
     fleet_devices=200_000,
     history_days=(1, 30),
-    history_meters=2_000,
+    history_meters=50,
     http_clients=200,
     http_seconds=15,
-    visible_samples=25,
+    visible_samples=10,
 )
 QUICK = Sizes(
     runs=1,
@@ -521,7 +521,7 @@ def _history(db: str, days: int, meters: int) -> int:
             "INSERT INTO indicator_samples (indicator, scope, ts, value) "
             "SELECT i, s, date_trunc('minute', now()) - make_interval(mins => g), 1 "
             "FROM unnest(%s::text[]) i, unnest(%s::text[]) s, "
-            "generate_series(5, 1440 * %s, 5) g "
+            "generate_series(15, 1440 * %s, 15) g "
             "ON CONFLICT DO NOTHING",
             ([ind.id for ind in CATALOGUE], ["city", *[d.id for d in DISTRICTS]], days),
         )
