@@ -50,6 +50,21 @@ devices = Table(
     Index("devices_district_kind_idx", "district", "kind"),
 )
 
+# What a registry entry holds (SPEC §4); the import, the API and the simulator use it.
+REGISTRY_FIELDS = (
+    "device_id",
+    "kind",
+    "district",
+    "site",
+    "name",
+    "lat",
+    "lon",
+    "report_interval_s",
+    "opening_hours",
+    "key_consumer",
+    "contract_kw",
+)
+
 device_state = Table(
     "device_state",
     metadata,

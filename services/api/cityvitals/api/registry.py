@@ -18,18 +18,6 @@ from pydantic import ValidationError
 from cityvitals.api.models import DEFAULT_OPENING_HOURS, DeviceIn, ImportFailure, ImportReport
 from cityvitals.api.queries import ONLINE_SQL, base_params
 
-FIELDS = (
-    "kind",
-    "district",
-    "site",
-    "name",
-    "lat",
-    "lon",
-    "report_interval_s",
-    "opening_hours",
-    "key_consumer",
-    "contract_kw",
-)
 SELECT_DEVICE = sql.SQL(
     "SELECT d.device_id, d.kind, d.district, d.site, d.name, d.lat, d.lon, "
     "d.report_interval_s, d.opening_hours, d.key_consumer, d.contract_kw, d.auto_registered, "

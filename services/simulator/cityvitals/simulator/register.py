@@ -13,6 +13,8 @@ import psycopg
 import structlog
 from psycopg.types.json import Jsonb
 
+from cityvitals.db.schema import REGISTRY_FIELDS
+
 from .fleet import Device
 
 log = structlog.get_logger("cityvitals.simulator.register")
@@ -20,19 +22,7 @@ log = structlog.get_logger("cityvitals.simulator.register")
 # Devices per import request: a 200,000-device fleet goes in as 40 requests of about
 # 1.3 MB, well under the API's default 10 MB body limit.
 API_CHUNK = 5000
-_COLUMNS = (
-    "device_id",
-    "kind",
-    "district",
-    "site",
-    "name",
-    "lat",
-    "lon",
-    "report_interval_s",
-    "opening_hours",
-    "key_consumer",
-    "contract_kw",
-)
+_COLUMNS = REGISTRY_FIELDS
 
 
 class RegisterError(RuntimeError):
