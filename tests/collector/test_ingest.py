@@ -262,3 +262,42 @@ def test_idle_collector_reports_the_database_up_before_any_message(
         20,
         "database_up 1 on an idle collector",
     )
+
+
+def test_two_collectors_on_one_host_without_client_ids_share_the_load(
+    collector_factory: Factory,
+    database_url: str,
+    mqtt_url: str,
+    topic_prefix: str,
+    publisher: Publisher,
+) -> None:
+    # Without CITYVITALS_CLIENT_ID the id comes from the host name and the metrics port,
+    # so two collectors on one host neither take each other's session nor lose it on a
+    # restart.
+    first = collector_factory(database_url, mqtt_url, topic_prefix, client_id="")
+    second = collector_factory(database_url, mqtt_url, topic_prefix, client_id="")
+    first.start_and_wait()
+    second.start_and_wait()
+    now = datetime.now(UTC).replace(microsecond=0)
+    publisher.publish_all(
+        [
+            (
+                f"{topic_prefix}/energy/em-{i % 50}/telemetry",
+                json.dumps(
+                    {"ts": _iso(now - timedelta(seconds=i)), "active_power_kw": 1.0}
+                ).encode(),
+            )
+            for i in range(2000)
+        ]
+    )
+    wait_until(
+        lambda: _count(database_url, "SELECT count(*) FROM readings_energy") == 2000,
+        what="2000 readings stored",
+    )
+    received = [
+        c.metrics()["cityvitals_collector_messages_received_total"] for c in (first, second)
+    ]
+    assert sum(received) == 2000
+    assert min(received) > 0  # both took a share
+    for c in (first, second):
+        assert c.log().count("mqtt_disconnected") == 0

@@ -9,6 +9,7 @@ collector holds in memory while the database is away.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import signal
 import socket
@@ -42,6 +43,16 @@ SESSION_TAKEN_OVER = 0x8E
 DB_PROBE_INTERVAL_S = 5.0
 
 
+def default_client_id(settings: CollectorSettings) -> str:
+    """A client id that is the same after a restart and differs between collectors.
+
+    The persistent session is found again by client id, so it must survive restarts;
+    collectors on one host differ in their metrics port, which must be unique there.
+    """
+    base = f"cityvitals-collector-{socket.gethostname()}"
+    return f"{base}-{settings.metrics_port}" if settings.metrics_port else base
+
+
 @dataclass(frozen=True, slots=True)
 class Pending:
     """A received message waiting for its batch to commit."""
@@ -66,7 +77,7 @@ class Collector:
 
     def __init__(self, settings: CollectorSettings) -> None:
         self.settings = settings
-        self.client_id = settings.client_id or f"cityvitals-collector-{socket.gethostname()}"
+        self.client_id = settings.client_id or default_client_id(settings)
         self.writer = BatchWriter(
             prefix=settings.topic_prefix,
             limits=limits_from(
@@ -175,9 +186,17 @@ class Collector:
         metrics.RECONNECTS.labels(target="mqtt").inc()
         log.warning("mqtt_disconnected", reason=str(reason), generation=self.generation)
         if reason.value == SESSION_TAKEN_OVER:
+            # Another collector started with our client id and now owns our session
+            # (and every unacknowledged message in it, so nothing is lost). Two
+            # collectors taking the id from each other would never settle: step aside
+            # under an id of our own and start a new session.
+            taken = self.client_id
+            self.client_id = f"{taken}-{os.getpid()}"
+            self.client._client_id = self.client_id.encode()
             log.error(
                 "mqtt_client_id_in_use",
-                client_id=self.client_id,
+                client_id=taken,
+                now_using=self.client_id,
                 hint="give each collector its own CITYVITALS_CLIENT_ID",
             )
 
