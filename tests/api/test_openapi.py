@@ -17,7 +17,7 @@ from cityvitals.api.main import create_app
 from cityvitals.localstack import free_port
 from cityvitals.settings import ApiSettings
 from tests.api.conftest import AUTH
-from tests.api.test_run import wait_until
+from tests.fix_services import wait_until
 
 
 @contextlib.contextmanager
@@ -29,7 +29,7 @@ def serve(app: FastAPI) -> Iterator[str]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        wait_until(lambda: server.started, timeout=20)
+        wait_until(lambda: server.started, 20, "uvicorn started")
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True

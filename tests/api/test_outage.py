@@ -9,7 +9,7 @@ from cityvitals.db.migrate import run_migrations
 from cityvitals.localstack import PostgresServer
 from cityvitals.settings import ApiSettings, MigrateSettings
 from tests.api.test_openapi import serve
-from tests.api.test_run import wait_until
+from tests.fix_services import wait_until
 
 
 def test_database_outage_serves_stale_snapshot_and_readyz_503(
@@ -22,13 +22,13 @@ def test_database_outage_serves_stale_snapshot_and_readyz_503(
         assert http.get("/readyz").status_code == 200
         assert http.get("/v1/vitals").json()["stale"] is False
         private_postgres.stop()
-        wait_until(lambda: http.get("/readyz").status_code == 503, timeout=30)
-        wait_until(lambda: http.get("/v1/vitals").json()["stale"] is True, timeout=30)
+        wait_until(lambda: http.get("/readyz").status_code == 503, 30, "readyz 503")
+        wait_until(lambda: http.get("/v1/vitals").json()["stale"] is True, 30, "stale snapshot")
         doc = http.get("/v1/vitals").json()
         assert all(i["stale"] for i in doc["indicators"])
         assert "cityvitals_api_database_up 0.0" in http.get("/metrics").text
         assert http.get("/v1/devices").status_code == 503
         private_postgres.start()
-        wait_until(lambda: http.get("/v1/vitals").json()["stale"] is False, timeout=60)
+        wait_until(lambda: http.get("/v1/vitals").json()["stale"] is False, 60, "fresh snapshot")
         assert http.get("/readyz").status_code == 200
         assert "cityvitals_api_database_up 1.0" in http.get("/metrics").text

@@ -7,23 +7,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 
 import httpx
 
 from cityvitals.api.main import run
 from cityvitals.localstack import free_port
 from cityvitals.settings import ApiSettings
-
-
-def wait_until(condition: Callable[[], bool], *, timeout: float, every: float = 0.05) -> None:
-    """Poll a condition until it holds or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(every)
+from tests.fix_services import wait_until
 
 
 def _ready(url: str) -> bool:
@@ -47,7 +37,7 @@ def test_api_process_serves_and_exits_zero_on_sigterm(database_url: str) -> None
         stderr=subprocess.PIPE,
     )
     try:
-        wait_until(lambda: _ready(f"http://127.0.0.1:{port}/readyz"), timeout=30)
+        wait_until(lambda: _ready(f"http://127.0.0.1:{port}/readyz"), 30, "API ready")
         vitals = httpx.get(f"http://127.0.0.1:{port}/v1/vitals", timeout=5)
         assert vitals.status_code == 200
         assert vitals.json()["stale"] is False

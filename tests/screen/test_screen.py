@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -12,6 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 
+from tests.fix_services import wait_until
 from tests.screen.fake_api import FakeApi, Scenario, demo_alerts, demo_scenario
 
 pytestmark = pytest.mark.browser
@@ -31,16 +31,6 @@ def open_screen(page: Page, api: FakeApi, query: str = "") -> None:
 def card(page: Page, indicator: str) -> Locator:
     """The city-level card of an indicator."""
     return page.locator(f'#vitals .ind[data-indicator="{indicator}"]')
-
-
-def wait_until(cond: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Poll a condition with a deadline."""
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met before the deadline")
 
 
 def test_tile_colour_and_figures_follow_new_data(page: Page, fake_api: FakeApi) -> None:
@@ -196,7 +186,7 @@ def test_stale_low_coverage_and_missing_values_are_marked(
 
 def test_unchanged_snapshot_is_revalidated_with_etag(page: Page, fake_api: FakeApi) -> None:
     open_screen(page, fake_api)
-    wait_until(lambda: fake_api.not_modified >= 3)
+    wait_until(lambda: fake_api.not_modified >= 3, 10, "three 304 answers")
     assert fake_api.requests["vitals"] >= 3
 
 
