@@ -20,7 +20,6 @@ from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
 
 from cityvitals.api.compute import EntityCheck
 from cityvitals.catalogue import Status
@@ -55,93 +54,94 @@ class AlertBook:
 
     async def load_active(self, conn: AsyncConnection[Any]) -> list[ActiveAlert]:
         """The active alerts, from the database."""
-        async with conn.cursor(row_factory=dict_row) as cur:
+        async with conn.cursor() as cur:
             await cur.execute(
                 "SELECT id, indicator, entity, district, severity, value, threshold, "
                 "opened_at, normal_count FROM alerts WHERE state = 'active'"
             )
             rows = await cur.fetchall()
         return [
-            ActiveAlert(
-                id=r["id"],
-                indicator=r["indicator"],
-                entity=r["entity"],
-                district=r["district"],
-                severity=SEVERITY.get(r["severity"], Status.ATTENTION),
-                value=r["value"],
-                threshold=r["threshold"],
-                opened_at=r["opened_at"],
-                normal_count=r["normal_count"],
-            )
-            for r in rows
+            ActiveAlert(i, ind, ent, d, SEVERITY.get(sev, Status.ATTENTION), v, th, at, n)
+            for (i, ind, ent, d, sev, v, th, at, n) in rows
         ]
 
     async def evaluate(
         self, conn: AsyncConnection[Any], checks: tuple[EntityCheck, ...], now: datetime
     ) -> None:
         """Open, escalate and clear alerts for one snapshot, in one transaction."""
+        opened: list[tuple[Any, ...]] = []
+        escalated: list[tuple[Any, ...]] = []
+        counted: list[tuple[Any, ...]] = []
+        cleared: list[tuple[Any, ...]] = []
         async with conn.transaction():
             active = {(a.indicator, a.entity): a for a in await self.load_active(conn)}
-            async with conn.cursor() as cur:
-                for c in checks:
-                    key = (c.indicator, c.entity)
-                    if c.status == Status.NORMAL and key not in active:
-                        # The common case by far: nothing to open, nothing to clear.
-                        self._last_ts.pop(key, None)
-                        continue
-                    new_reading = key in self._last_ts and self._last_ts[key] != c.newest
-                    self._last_ts[key] = c.newest
-                    alert = active.get(key)
-                    if alert is None:
-                        if c.status > Status.NORMAL:
-                            await cur.execute(
-                                "INSERT INTO alerts (indicator, entity, district, severity, "
-                                "value, threshold, state, opened_at, updated_at, normal_count) "
-                                "VALUES (%s, %s, %s, %s, %s, %s, 'active', %s, %s, 0) "
-                                "ON CONFLICT (indicator, entity) WHERE state = 'active' "
-                                "DO NOTHING",
-                                (
-                                    c.indicator,
-                                    c.entity,
-                                    c.district,
-                                    c.status.label,
-                                    c.value,
-                                    c.threshold,
-                                    now,
-                                    now,
-                                ),
+            for c in checks:
+                key = (c.indicator, c.entity)
+                if c.status == Status.NORMAL and key not in active:
+                    # The common case by far: nothing to open, nothing to clear.
+                    self._last_ts.pop(key, None)
+                    continue
+                new_reading = key in self._last_ts and self._last_ts[key] != c.newest
+                self._last_ts[key] = c.newest
+                alert = active.get(key)
+                if alert is None:
+                    if c.status > Status.NORMAL:
+                        opened.append(
+                            (
+                                c.indicator,
+                                c.entity,
+                                c.district,
+                                c.status.label,
+                                c.value,
+                                c.threshold,
+                                now,
+                                now,
                             )
-                        continue
-                    if c.status > alert.severity:
-                        await cur.execute(
-                            "UPDATE alerts SET severity = %s, value = %s, threshold = %s, "
-                            "updated_at = %s, normal_count = 0 WHERE id = %s",
-                            (c.status.label, c.value, c.threshold, now, alert.id),
                         )
-                    elif c.status > Status.NORMAL:
-                        if alert.normal_count:
-                            await cur.execute(
-                                "UPDATE alerts SET normal_count = 0, updated_at = %s WHERE id = %s",
-                                (now, alert.id),
-                            )
-                    elif c.clear:
-                        await self._clear(cur, alert.id, now, alert.normal_count)
-                    elif new_reading:
-                        count = alert.normal_count + 1
-                        if count >= CLEAR_AFTER_NORMAL:
-                            await self._clear(cur, alert.id, now, count)
-                        else:
-                            await cur.execute(
-                                "UPDATE alerts SET normal_count = %s, updated_at = %s "
-                                "WHERE id = %s",
-                                (count, now, alert.id),
-                            )
-            self.active = await self.load_active(conn)
-
-    @staticmethod
-    async def _clear(cur: Any, alert_id: int, now: datetime, normal_count: int) -> None:
-        await cur.execute(
-            "UPDATE alerts SET state = 'cleared', cleared_at = %s, updated_at = %s, "
-            "normal_count = %s WHERE id = %s AND state = 'active'",
-            (now, now, normal_count, alert_id),
-        )
+                    continue
+                if c.status > alert.severity:
+                    escalated.append((c.status.label, c.value, c.threshold, now, alert.id))
+                elif c.status > Status.NORMAL:
+                    if alert.normal_count:
+                        counted.append((0, now, alert.id))
+                elif c.clear:
+                    cleared.append((now, now, alert.normal_count, alert.id))
+                elif new_reading:
+                    count = alert.normal_count + 1
+                    if count >= CLEAR_AFTER_NORMAL:
+                        cleared.append((now, now, count, alert.id))
+                    else:
+                        counted.append((count, now, alert.id))
+            # One statement per kind of change, pipelined: a storm of thousands of
+            # alerts costs a few round trips, not one per alert.
+            async with conn.cursor() as cur:
+                if opened:
+                    await cur.executemany(
+                        "INSERT INTO alerts (indicator, entity, district, severity, value, "
+                        "threshold, state, opened_at, updated_at, normal_count) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, 'active', %s, %s, 0) "
+                        "ON CONFLICT (indicator, entity) WHERE state = 'active' DO NOTHING",
+                        opened,
+                    )
+                if escalated:
+                    await cur.executemany(
+                        "UPDATE alerts SET severity = %s, value = %s, threshold = %s, "
+                        "updated_at = %s, normal_count = 0 WHERE id = %s",
+                        escalated,
+                    )
+                if counted:
+                    await cur.executemany(
+                        "UPDATE alerts SET normal_count = %s, updated_at = %s WHERE id = %s",
+                        counted,
+                    )
+                if cleared:
+                    await cur.executemany(
+                        "UPDATE alerts SET state = 'cleared', cleared_at = %s, updated_at = %s, "
+                        "normal_count = %s WHERE id = %s AND state = 'active'",
+                        cleared,
+                    )
+            changed = opened or escalated or counted or cleared
+            self.active = await self.load_active(conn) if changed else list(active.values())
+        # Only active alerts need the newest reading time of their entity remembered.
+        keep = {(a.indicator, a.entity) for a in self.active}
+        self._last_ts = {k: v for k, v in self._last_ts.items() if k in keep}

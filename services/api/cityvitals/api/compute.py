@@ -13,7 +13,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from cityvitals.api.queries import FastInputs, HutRow, IngestRow, LotRow, MeterRow, SlowInputs
+from cityvitals.api.queries import (
+    EntityInputs,
+    EntityThresholds,
+    FastInputs,
+    HutRow,
+    IngestRow,
+    LotRow,
+    MeterRow,
+    SiteLoadRow,
+    SlowInputs,
+    Totals,
+)
 from cityvitals.catalogue import (
     DISTRICTS,
     FIRE_TEMP_C,
@@ -216,30 +227,44 @@ def _threshold_for(th: Thresholds, status: Status) -> float | None:
     return th.bound(status)
 
 
-class Builder:
-    """Builds one snapshot; one instance per computation."""
+def entity_thresholds(catalogue: Mapping[str, Indicator]) -> EntityThresholds:
+    """The per-entity thresholds of a catalogue, with the defaults of INDICATORS.md."""
+    return EntityThresholds(
+        full=catalogue["waste.huts_full"].entity_thresholds
+        or Thresholds("ge", attention=80, warning=90, critical=100),
+        fire=catalogue["waste.fire_risk"].entity_thresholds
+        or Thresholds("ge", critical=FIRE_TEMP_C),
+        fill=catalogue["waste.fill_pct_mean"].thresholds,
+        power_factor=catalogue["energy.low_power_factor"].entity_thresholds
+        or Thresholds("lt", attention=LOW_POWER_FACTOR),
+        # Site load as a fraction of the site's contracted capacity.
+        load_share=catalogue["energy.load_kw"].entity_thresholds
+        or Thresholds("ge", attention=LOAD_ATTENTION_OF_CONTRACT, warning=LOAD_WARNING_OF_CONTRACT),
+    )
 
-    def __init__(self, cfg: Config, now: datetime) -> None:
+
+class Builder:
+    """Builds one snapshot; one instance per computation.
+
+    Two ways in: `add_lots/add_huts/add_meters` take every entity row by row and also
+    build the sites (a district's drill-down); `add_totals` takes sums per district
+    computed in SQL, and `add_flagged` only the entities past a threshold or with an
+    active alert (the per-second city snapshot, whatever the fleet size).
+    """
+
+    def __init__(self, cfg: Config, now: datetime, *, with_sites: bool = True) -> None:
         self.cfg = cfg
         self.now = now
+        self.with_sites = with_sites
         self.accs: dict[str | None, _Acc] = {}
         self.city = _Acc()
         self.sites: dict[str, list[Site]] = {d.id: [] for d in DISTRICTS}
         self.checks: list[EntityCheck] = []
-        cat = cfg.catalogue
-        self.th_full = cat["waste.huts_full"].entity_thresholds or Thresholds(
-            "ge", attention=80, warning=90, critical=100
-        )
-        self.th_fire = cat["waste.fire_risk"].entity_thresholds or Thresholds(
-            "ge", critical=FIRE_TEMP_C
-        )
-        self.th_pf = cat["energy.low_power_factor"].entity_thresholds or Thresholds(
-            "lt", attention=LOW_POWER_FACTOR
-        )
-        # Site load as a fraction of the site's contracted capacity.
-        self.th_load = cat["energy.load_kw"].entity_thresholds or Thresholds(
-            "ge", attention=LOAD_ATTENTION_OF_CONTRACT, warning=LOAD_WARNING_OF_CONTRACT
-        )
+        th = entity_thresholds(cfg.catalogue)
+        self.th_full = th.full
+        self.th_fire = th.fire
+        self.th_pf = th.power_factor
+        self.th_load = th.load_share
 
     def _scopes(self, district: str | None) -> tuple[_Acc, _Acc]:
         acc = self.accs.get(district)
@@ -319,7 +344,7 @@ class Builder:
                     stale_after,
                 ),
             )
-            if r.district in self.sites:
+            if self.with_sites and r.district in self.sites:
                 self.sites[r.district].append(
                     Site(r.site, "parking_lot", r.site, r.district, max(occ_status, free), figures)
                 )
@@ -343,12 +368,23 @@ class Builder:
                 acc.dropoffs += r.dropoffs_today
                 for cat, kg in r.deposited_kg.items():
                     acc.deposited[cat] = acc.deposited.get(cat, 0.0) + kg
-            worst = self._hut_checks(r, scopes)
+                acc.huts_full += r.fill_max is not None and r.fill_max >= HUT_FULL_PCT
+                acc.gas_alarms += any(
+                    v is not None and v >= GAS_WARNING[name]
+                    for name, v in (
+                        ("h2s_ppm", r.h2s_ppm),
+                        ("nh3_ppm", r.nh3_ppm),
+                        ("ch4_pct_lel", r.ch4_pct_lel),
+                    )
+                )
+                acc.fire_risk += r.temp_c is not None and r.temp_c >= FIRE_TEMP_C
+                acc.seepage += bool(r.seepage)
+            worst = self._hut_checks(r)
             self._hut_site(r, reporting=True, entity_status=worst)
 
-    def _hut_checks(self, r: HutRow, scopes: tuple[_Acc, _Acc]) -> Status:
+    def _hut_checks(self, r: HutRow) -> Status:
+        """The reporting hut's checks; its worst status."""
         worst = Status.NORMAL
-        full = r.fill_max is not None and r.fill_max >= HUT_FULL_PCT
         st = self.th_full.status(r.fill_max)
         self._check(
             "waste.huts_full",
@@ -411,14 +447,10 @@ class Builder:
             not r.seepage,
             r.ts,
         )
-        for acc in scopes:
-            acc.huts_full += full
-            acc.gas_alarms += gas_status > Status.NORMAL
-            acc.fire_risk += r.temp_c is not None and r.temp_c >= FIRE_TEMP_C
-            acc.seepage += bool(r.seepage)
         return max(worst, gas_status, st_fire, st_seep)
 
-    def _hut_site(self, r: HutRow, *, reporting: bool, entity_status: Status) -> None:
+    def _fill_check(self, r: HutRow, *, reporting: bool) -> tuple[float | None, Status]:
+        """The hut's mean fill as a site figure, checked against its thresholds."""
         fill_ind = "waste.fill_pct_mean"
         fill = r.fill_mean if reporting and r.n_bins else None
         fill_status = self._own_status(fill_ind, fill)
@@ -435,6 +467,11 @@ class Builder:
                 r.ts,
                 counted=False,
             )
+        return fill, fill_status
+
+    def _hut_site(self, r: HutRow, *, reporting: bool, entity_status: Status) -> None:
+        fill_ind = "waste.fill_pct_mean"
+        fill, fill_status = self._fill_check(r, reporting=reporting)
         coverage = 1.0 if reporting else 0.0
         stale_after = float(STALE_INTERVALS * r.iv)
         newest = r.ts if reporting else None
@@ -451,7 +488,7 @@ class Builder:
                 stale_after,
             ),
         )
-        if r.district in self.sites:
+        if self.with_sites and r.district in self.sites:
             self.sites[r.district].append(
                 Site(
                     r.device_id,
@@ -487,32 +524,37 @@ class Builder:
                 acc.consumption_kwh += r.consumption_kwh or 0.0
                 acc.low_pf += low_pf
                 acc.voltage_dev += volt
-            st_pf = self.th_pf.status(r.power_factor)
-            self._check(
-                "energy.low_power_factor",
-                r.device_id,
-                r.district,
-                st_pf,
-                r.power_factor,
-                _threshold_for(self.th_pf, st_pf),
-                _ge_clear(r.power_factor, self.th_pf),
-                r.ts,
-            )
-            v = r.voltage_v
-            margin_low = VOLTAGE_LOW * (1 + HYSTERESIS_MARGIN)
-            margin_high = VOLTAGE_HIGH * (1 - HYSTERESIS_MARGIN)
-            self._check(
-                "energy.voltage_deviation",
-                r.device_id,
-                r.district,
-                Status.WARNING if volt else Status.NORMAL,
-                v,
-                (VOLTAGE_LOW if v is not None and v < VOLTAGE_LOW else VOLTAGE_HIGH),
-                v is None or margin_low <= v <= margin_high,
-                r.ts,
-            )
+            self._meter_checks(r)
         for (district, site_id), meters in sites.items():
             self._energy_site(district, site_id, meters)
+
+    def _meter_checks(self, r: MeterRow) -> None:
+        """The reporting meter's power factor and voltage checks."""
+        volt = r.voltage_v is not None and not (VOLTAGE_LOW <= r.voltage_v <= VOLTAGE_HIGH)
+        st_pf = self.th_pf.status(r.power_factor)
+        self._check(
+            "energy.low_power_factor",
+            r.device_id,
+            r.district,
+            st_pf,
+            r.power_factor,
+            _threshold_for(self.th_pf, st_pf),
+            _ge_clear(r.power_factor, self.th_pf),
+            r.ts,
+        )
+        v = r.voltage_v
+        margin_low = VOLTAGE_LOW * (1 + HYSTERESIS_MARGIN)
+        margin_high = VOLTAGE_HIGH * (1 - HYSTERESIS_MARGIN)
+        self._check(
+            "energy.voltage_deviation",
+            r.device_id,
+            r.district,
+            Status.WARNING if volt else Status.NORMAL,
+            v,
+            (VOLTAGE_LOW if v is not None and v < VOLTAGE_LOW else VOLTAGE_HIGH),
+            v is None or margin_low <= v <= margin_high,
+            r.ts,
+        )
 
     def _energy_site(self, district: str | None, site_id: str, meters: list[MeterRow]) -> None:
         ind = "energy.load_kw"
@@ -523,21 +565,8 @@ class Builder:
         load = sum(m.active_power_kw or 0.0 for m in live) if live else None
         used = sum(m.consumption_kwh or 0.0 for m in live) if live else None
         contract = sum(m.contract_kw for m in meters if m.contract_kw) or None
-        share = load / contract if load is not None and contract else None
+        share = self._load_check(district, site_id, load, contract, newest)
         status = max(self._own_status(ind, load), self.th_load.status(share))
-        if contract is not None and share is not None:
-            bound = _threshold_for(self.th_load, self.th_load.status(share))
-            self._check(
-                ind,
-                f"{district or 'unassigned'}/{site_id}",
-                district,
-                self.th_load.status(share),
-                load,
-                bound * contract if bound is not None else None,
-                _ge_clear(share, self.th_load),
-                newest,
-                counted=False,
-            )
         worst_meter = Status.NORMAL
         for m in live:
             worst_meter = max(worst_meter, self.th_pf.status(m.power_factor))
@@ -552,7 +581,7 @@ class Builder:
                 "energy.consumption_kwh_today", used, used_status, coverage, newest, stale_after
             ),
         )
-        if district in self.sites:
+        if self.with_sites and district in self.sites:
             name = meters[0].site or meters[0].name or site_id
             self.sites[district].append(
                 Site(
@@ -564,6 +593,77 @@ class Builder:
                     figures,
                 )
             )
+
+    def _load_check(
+        self,
+        district: str | None,
+        site_id: str,
+        load: float | None,
+        contract: float | None,
+        newest: datetime | None,
+    ) -> float | None:
+        """A site's live load against its contracted capacity; the share."""
+        share = load / contract if load is not None and contract else None
+        if contract is not None and share is not None:
+            st = self.th_load.status(share)
+            bound = _threshold_for(self.th_load, st)
+            self._check(
+                "energy.load_kw",
+                f"{district or 'unassigned'}/{site_id}",
+                district,
+                st,
+                load,
+                bound * contract if bound is not None else None,
+                _ge_clear(share, self.th_load),
+                newest,
+                counted=False,
+            )
+        return share
+
+    # -- sums from SQL and the flagged entities ----------------------------------
+
+    def add_totals(
+        self, rows: Iterable[Totals], deposited: Iterable[tuple[str | None, str, float]]
+    ) -> None:
+        """Per-district sums of huts and meters (the same rules as `add_huts/add_meters`)."""
+        for t in rows:
+            kind = t.kind
+            for acc in self._scopes(t.district):
+                acc.registered[kind] += t.registered
+                acc.online[kind] += t.online
+                acc.reporting[kind] += t.reporting
+                acc.max_iv[kind] = max(acc.max_iv[kind], t.max_iv)
+                acc.seen(kind, t.newest)
+                acc.low_battery += t.low_battery
+                acc.bins += t.bins
+                acc.fill_sum += t.fill_sum
+                acc.huts_full += t.huts_full
+                acc.gas_alarms += t.gas_alarms
+                acc.fire_risk += t.fire_risk
+                acc.seepage += t.seepage
+                acc.dropoffs += t.dropoffs
+                acc.load_kw += t.load_kw
+                acc.adjustable_kw += t.adjustable_kw
+                acc.consumption_kwh += t.consumption_kwh
+                acc.low_pf += t.low_pf
+                acc.voltage_dev += t.voltage_dev
+                acc.key_registered += t.key_registered
+                acc.key_online += t.key_online
+        for district, category, kg in deposited:
+            for acc in self._scopes(district):
+                acc.deposited[category] = acc.deposited.get(category, 0.0) + kg
+
+    def add_flagged(
+        self, huts: Iterable[HutRow], meters: Iterable[MeterRow], sites: Iterable[SiteLoadRow]
+    ) -> None:
+        """Checks of the reporting entities past a threshold or with an active alert."""
+        for h in huts:
+            self._hut_checks(h)
+            self._fill_check(h, reporting=True)
+        for m in meters:
+            self._meter_checks(m)
+        for s in sites:
+            self._load_check(s.district, s.site, s.load_kw, s.contract_kw, s.newest)
 
     # -- scopes ------------------------------------------------------------------
 
@@ -738,12 +838,28 @@ def rejected_ratio(rows: Iterable[IngestRow], now: datetime) -> float | None:
     return _ratio(sum(r.rejected for r in window), received)
 
 
-def build_snapshot(fast: FastInputs, slow: SlowInputs, *, cfg: Config, now: datetime) -> Snapshot:
-    """Every indicator for the city, each district and each site."""
+def build_snapshot(rows: EntityInputs, slow: SlowInputs, *, cfg: Config, now: datetime) -> Snapshot:
+    """Every indicator for the city, each district and each site, entity by entity."""
     b = Builder(cfg, now)
+    b.add_lots(rows.lots)
+    b.add_huts(rows.huts)
+    b.add_meters(rows.meters)
+    return _finish(b, rows.unassigned, rows.ingest, slow)
+
+
+def build_fast_snapshot(
+    fast: FastInputs, slow: SlowInputs, *, cfg: Config, now: datetime
+) -> Snapshot:
+    """Every indicator for the city and each district from sums and flagged entities;
+    no sites (those are built per district on demand with `build_snapshot`)."""
+    b = Builder(cfg, now, with_sites=False)
     b.add_lots(fast.lots)
-    b.add_huts(fast.huts)
-    b.add_meters(fast.meters)
+    b.add_totals(fast.totals, fast.deposited)
+    b.add_flagged(fast.huts, fast.meters, fast.site_loads)
+    return _finish(b, fast.unassigned, fast.ingest, slow)
+
+
+def _finish(b: Builder, unassigned: int, ingest: list[IngestRow], slow: SlowInputs) -> Snapshot:
     all_keys: tuple[str | None, ...] = (*(d.id for d in DISTRICTS), None)
     # Devices in a district the catalogue does not know count for the city only.
     all_keys = tuple(dict.fromkeys((*all_keys, *b.accs)))
@@ -755,7 +871,7 @@ def build_snapshot(fast: FastInputs, slow: SlowInputs, *, cfg: Config, now: date
             acc,
             level="district",
             unassigned=0,
-            ingest=fast.ingest,
+            ingest=ingest,
             slow=slow,
             slow_keys=(d.id,),
         )
@@ -763,8 +879,8 @@ def build_snapshot(fast: FastInputs, slow: SlowInputs, *, cfg: Config, now: date
         CITY,
         b.city,
         level="city",
-        unassigned=fast.unassigned,
-        ingest=fast.ingest,
+        unassigned=unassigned,
+        ingest=ingest,
         slow=slow,
         slow_keys=all_keys,
     )
@@ -774,13 +890,13 @@ def build_snapshot(fast: FastInputs, slow: SlowInputs, *, cfg: Config, now: date
     worst_district = max((s.status for s in districts.values()), default=Status.NORMAL)
     city = Scope(CITY, worst_district, city_scope.figures)
     sites = {d: tuple(sorted(ss, key=lambda s: (s.kind, s.id))) for d, ss in b.sites.items()}
-    return Snapshot(now, city, districts, sites, tuple(b.checks))
+    return Snapshot(b.now, city, districts, sites, tuple(b.checks))
 
 
 def empty_snapshot(cfg: Config, now: datetime) -> Snapshot:
     """A snapshot with no data: every value null, served until the database answers."""
     return build_snapshot(
-        FastInputs(lots=[], huts=[], meters=[], unassigned=0, ingest=[]),
+        EntityInputs(lots=[], huts=[], meters=[], unassigned=0, ingest=[]),
         SlowInputs(),
         cfg=cfg,
         now=now,

@@ -21,26 +21,29 @@ M = TypeVar("M", bound=BaseModel)
 # auto_error=False: a missing or non-Bearer header is ours to answer (401, not 403).
 bearer = HTTPBearer(auto_error=False, description="CITYVITALS_ADMIN_TOKEN")
 
+# The dependencies are `async def` although they do not await: FastAPI runs a plain
+# `def` dependency on its thread pool, a thread hop (and a GIL hand-over) per request.
 
-def get_settings(request: Request) -> ApiSettings:
+
+async def get_settings(request: Request) -> ApiSettings:
     """The API's settings."""
     settings: ApiSettings = request.app.state.settings
     return settings
 
 
-def get_pool(request: Request) -> AsyncConnectionPool[Any]:
+async def get_pool(request: Request) -> AsyncConnectionPool[Any]:
     """The connection pool opened in the lifespan."""
     pool: AsyncConnectionPool[Any] = request.app.state.pool
     return pool
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     """The snapshot engine."""
     engine: Engine = request.app.state.engine
     return engine
 
 
-def get_clock(request: Request) -> Clock:
+async def get_clock(request: Request) -> Clock:
     """The clock (injectable for tests)."""
     clock: Clock = request.app.state.clock
     return clock
@@ -52,7 +55,7 @@ EngineDep = Annotated[Engine, Depends(get_engine)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 
 
-def require_admin(
+async def require_admin(
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -106,6 +107,7 @@ def vitals_doc(
 def district_doc(
     snap: Snapshot,
     district: str,
+    sites: Sequence[Site],
     catalogue: dict[str, Indicator],
     now: datetime,
     *,
@@ -115,17 +117,5 @@ def district_doc(
     doc = _scope_doc(snap.districts[district], catalogue, now, degraded)
     doc["generated_at"] = iso(snap.computed_at)
     doc["stale"] = degraded
-    doc["sites"] = [_site_doc(s, catalogue, now, degraded) for s in snap.sites.get(district, ())]
+    doc["sites"] = [_site_doc(s, catalogue, now, degraded) for s in sites]
     return doc
-
-
-def serve_all(
-    snap: Snapshot, catalogue: dict[str, Indicator], now: datetime, *, degraded: bool
-) -> dict[str, Served]:
-    """Every polled document of a snapshot, keyed `vitals` and `district:<id>`."""
-    docs = {"vitals": Served.of(vitals_doc(snap, catalogue, now, degraded=degraded))}
-    for d in DISTRICTS:
-        docs[f"district:{d.id}"] = Served.of(
-            district_doc(snap, d.id, catalogue, now, degraded=degraded)
-        )
-    return docs

@@ -1,20 +1,32 @@
 """The shared snapshot: computed in the background, served to every request as bytes.
 
-One task refreshes the snapshot at most every `snapshot_interval_s`; another refreshes
-the slower figures (24 h turnover, completeness, today's peak, the hourly rollup)
-every `slow_refresh_interval_s`. Requests never query for vital signs: they get the
-pre-serialized document of the newest snapshot. When the database is away the last
-snapshot keeps being served, marked stale, and `/readyz` says 503.
+One task refreshes the snapshot at most every `snapshot_interval_s`, and the slower
+figures (24 h turnover, completeness, today's peak, the hourly rollup) every
+`slow_refresh_interval_s`. The city snapshot is built from sums the database computes
+per district plus the few entities past a threshold or with an active alert, so its
+cost in this process does not grow with the fleet. `/v1/vitals` never queries: it gets
+the pre-serialized document of the newest snapshot. A district's drill-down (its sites,
+row by row) is built on the first request after each refresh and then served from
+memory. When the database is away the last snapshot keeps being served, marked stale,
+and `/readyz` says 503.
+
+In the running service the database reads, the computation and the serialization run
+on a `Worker`: a thread with its own event loop and connection pool. Converting a few
+thousand rows takes tens of milliseconds of interpreter time; on the loop that answers
+the screens that would be tens of milliseconds of latency for every request arriving
+meanwhile, while on another thread it only shares the interpreter in 1 ms slices
+(`sys.setswitchinterval` in `main.run`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
@@ -23,7 +35,16 @@ from psycopg_pool import AsyncConnectionPool
 
 from cityvitals.api import queries
 from cityvitals.api.alerts import AlertBook
-from cityvitals.api.compute import CITY, Config, Snapshot, build_snapshot, empty_snapshot
+from cityvitals.api.compute import (
+    CITY,
+    Config,
+    Site,
+    Snapshot,
+    build_fast_snapshot,
+    build_snapshot,
+    empty_snapshot,
+    entity_thresholds,
+)
 from cityvitals.api.documents import Served, district_doc, vitals_doc
 from cityvitals.catalogue import Indicator
 from cityvitals.timeutil import local_day, local_midnight
@@ -43,6 +64,44 @@ CONNECT_TIMEOUT_S = 3.0
 # How far back the plain-PostgreSQL hourly rollup is recomputed at each slow refresh.
 ROLLUP_LOOKBACK = timedelta(hours=2)
 
+T = TypeVar("T")
+PoolFactory = Callable[[], AsyncConnectionPool[Any]]
+
+
+class Worker:
+    """A thread running its own event loop, with its own connection pool."""
+
+    def __init__(self, make_pool: PoolFactory) -> None:
+        self._make_pool = make_pool
+        self.loop = asyncio.new_event_loop()
+        self.pool: AsyncConnectionPool[Any] | None = None
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="snapshot-worker", daemon=True
+        )
+
+    async def start(self) -> None:
+        """Start the thread and open the pool (without waiting for the database)."""
+        self._thread.start()
+        await self.run(self._open())
+
+    async def _open(self) -> None:
+        self.pool = self._make_pool()
+        await self.pool.open(wait=False)
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the worker's loop and wait for it from the caller's."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    async def stop(self) -> None:
+        """Close the pool and stop the thread."""
+        if self.pool is not None:
+            with contextlib.suppress(Exception):
+                await self.run(self.pool.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        await asyncio.to_thread(self._thread.join, 10)
+        if not self._thread.is_alive():
+            self.loop.close()
+
 
 class Engine:
     """Owns the current snapshot, its documents, alerts and indicator samples."""
@@ -61,6 +120,7 @@ class Engine:
         self.pool = pool
         self.cfg = cfg
         self.catalogue: dict[str, Indicator] = dict(cfg.catalogue)
+        self.entity_th = entity_thresholds(cfg.catalogue)
         self.local_tz = local_tz
         self.clock = clock
         self.snapshot_interval_s = snapshot_interval_s
@@ -79,10 +139,17 @@ class Engine:
         self._lock = asyncio.Lock()
         self._slow_due_mono = 0.0
         self._docs: dict[str, Served] = {}
+        # District drill-downs of the current snapshot (built or being built), and each
+        # district's newest sites (served, marked stale, while the database is away).
+        self._districts: dict[str, asyncio.Future[Served]] = {}
+        self._sites: dict[str, tuple[Site, ...]] = {}
         self._degraded = True
         self._served_at = now
         self._sampled_minute: datetime | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.worker: Worker | None = None
+        # Connections one refresh reads on at once (`start_worker` raises it).
+        self.connections = 1
         self._publish(now)
 
     # -- serving -------------------------------------------------------------------
@@ -100,25 +167,81 @@ class Engine:
         self._degraded = not self.db_up or not self.has_data
         self._served_at = now
         self._docs = {}
+        self._districts = {}
 
-    def document(self, key: str) -> Served:
-        """`vitals` or `district:<id>`, serialized once per snapshot on first request."""
-        served = self._docs.get(key)
+    def document(self) -> Served:
+        """The city document (`/v1/vitals`), serialized once per snapshot."""
+        served = self._docs.get("vitals")
         if served is None:
-            if key == "vitals":
-                doc = vitals_doc(
-                    self.snapshot, self.catalogue, self._served_at, degraded=self._degraded
-                )
-            else:
-                doc = district_doc(
-                    self.snapshot,
-                    key.split(":", 1)[1],
-                    self.catalogue,
-                    self._served_at,
-                    degraded=self._degraded,
-                )
-            served = self._docs[key] = Served.of(doc)
+            doc = vitals_doc(
+                self.snapshot, self.catalogue, self._served_at, degraded=self._degraded
+            )
+            served = self._docs["vitals"] = Served.of(doc)
         return served
+
+    async def district_document(self, district: str) -> Served:
+        """One district with its sites, built once per snapshot on the first request."""
+        building = self._districts.get(district)
+        if building is None or (building.done() and building.exception() is not None):
+            building = asyncio.ensure_future(self._build_district(district))
+            self._districts[district] = building
+        # Shielded: a client that goes away does not cancel the others' document.
+        return await asyncio.shield(building)
+
+    async def _build_district(self, district: str) -> Served:
+        snap, now, degraded, slow = self.snapshot, self._served_at, self._degraded, self.slow
+        sites = self._sites.get(district, ())
+        if not degraded:
+            try:
+                sites = await self._on_worker(
+                    lambda pool: self._fetch_sites(pool, snap.computed_at, district, slow)
+                )
+            except DB_FAULTS as err:
+                log.warning("district sites unavailable", district=district, error=str(err))
+                degraded = True
+            else:
+                self._sites[district] = sites
+
+        async def serialize(_pool: AsyncConnectionPool[Any] | None) -> Served:
+            return Served.of(
+                district_doc(snap, district, sites, self.catalogue, now, degraded=degraded)
+            )
+
+        return await self._on_worker(serialize)
+
+    async def _fetch_sites(
+        self,
+        pool: AsyncConnectionPool[Any] | None,
+        at: datetime,
+        district: str,
+        slow: queries.SlowInputs,
+    ) -> tuple[Site, ...]:
+        """A district's sites at the snapshot's instant, entity by entity."""
+        if pool is None:
+            raise psycopg.OperationalError("no database pool")
+        async with pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
+            rows = await queries.fetch_entities(conn, **self._day(at), district=district)
+        return build_snapshot(rows, slow, cfg=self.cfg, now=at).sites.get(district, ())
+
+    async def _on_worker(self, job: Callable[[AsyncConnectionPool[Any] | None], Awaitable[T]]) -> T:
+        """Run `job(pool)` on the worker (or, without one, here with the main pool)."""
+        if self.worker is None:
+            return await job(self.pool)
+        worker = self.worker
+
+        async def wrapped() -> T:
+            return await job(worker.pool)
+
+        return await worker.run(wrapped())
+
+    def _day(self, now: datetime) -> dict[str, Any]:
+        midnight = local_midnight(now, self.local_tz)
+        return {
+            "now": now,
+            "day": local_day(now, self.local_tz),
+            "midnight": midnight,
+            "next_midnight": local_midnight(midnight + timedelta(hours=26), self.local_tz),
+        }
 
     # -- refreshing ----------------------------------------------------------------
 
@@ -131,24 +254,9 @@ class Engine:
         now = self.clock()
         started = time.perf_counter()
         try:
-            if self.pool is None:
-                raise psycopg.OperationalError("no database pool")
-            async with self.pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
-                day = local_day(now, self.local_tz)
-                midnight = local_midnight(now, self.local_tz)
-                next_midnight = local_midnight(midnight + timedelta(hours=26), self.local_tz)
-                if slow or self.slow.day != day:
-                    self.slow = await queries.fetch_slow(conn, now=now, day=day, midnight=midnight)
-                fast = await queries.fetch_fast(
-                    conn, now=now, day=day, midnight=midnight, next_midnight=next_midnight
-                )
-                # CPU-bound work runs off the event loop, so that screens polling the
-                # cached document are not held up while a new one is computed.
-                snap = await asyncio.to_thread(
-                    build_snapshot, fast, self.slow, cfg=self.cfg, now=now
-                )
-                await self.alerts.evaluate(conn, snap.checks, now)
-                await self._sample(conn, snap, now)
+            snap, slow_inputs, ready = await self._on_worker(
+                lambda pool: self._compute(pool, now, slow=slow)
+            )
         except DB_FAULTS as err:
             if self.db_up:
                 log.warning("database unavailable, serving the last snapshot", error=str(err))
@@ -156,28 +264,50 @@ class Engine:
             self._publish(now)
             return False
         self.snapshot = snap
+        self.slow = slow_inputs
         self.db_up = True
         self.has_data = True
         self.refreshed_mono = time.monotonic()
         self.last_refresh_s = time.perf_counter() - started
         if self.on_refresh is not None:
             self.on_refresh(self.last_refresh_s)
-        ready = await asyncio.to_thread(self._prepare, snap, now)
         self._publish(now)
         self._docs["vitals"] = ready
         return True
 
-    def _prepare(self, snap: Snapshot, now: datetime) -> Served:
-        """The city document of a new snapshot, serialized and compressed in advance."""
-        served = Served.of(vitals_doc(snap, self.catalogue, now, degraded=False))
-        served.gzipped()
-        return served
+    async def _compute(
+        self, pool: AsyncConnectionPool[Any] | None, now: datetime, *, slow: bool
+    ) -> tuple[Snapshot, queries.SlowInputs, Served]:
+        """One snapshot with its alerts, samples and city document, ready to serve."""
+        if pool is None:
+            raise psycopg.OperationalError("no database pool")
+        async with contextlib.AsyncExitStack() as stack:
+            conns = [
+                await stack.enter_async_context(pool.connection(timeout=CONNECT_TIMEOUT_S))
+                for _ in range(self.connections)
+            ]
+            conn = conns[0]
+            day = self._day(now)
+            slow_inputs = self.slow
+            if slow or slow_inputs.day != day["day"]:
+                slow_inputs = await queries.fetch_slow(
+                    conn, now=now, day=day["day"], midnight=day["midnight"]
+                )
+            fast = await queries.fetch_fast(conns, **day, th=self.entity_th)
+            snap = build_fast_snapshot(fast, slow_inputs, cfg=self.cfg, now=now)
+            await self.alerts.evaluate(conn, snap.checks, now)
+            slow_inputs = await self._sample(conn, snap, now, slow_inputs)
+        ready = Served.of(vitals_doc(snap, self.catalogue, now, degraded=False))
+        ready.gzipped()
+        return snap, slow_inputs, ready
 
-    async def _sample(self, conn: Any, snap: Snapshot, now: datetime) -> None:
+    async def _sample(
+        self, conn: Any, snap: Snapshot, now: datetime, slow: queries.SlowInputs
+    ) -> queries.SlowInputs:
         """Write every city and district figure once a minute (for series and peaks)."""
         minute = now.replace(second=0, microsecond=0)
         if self._sampled_minute == minute:
-            return
+            return slow
         rows: list[tuple[str, str, datetime, float | None]] = []
         for scope in (snap.city, *snap.districts.values()):
             rows.extend((f.id, scope.id, minute, f.value) for f in scope.figures)
@@ -188,15 +318,15 @@ class Engine:
                 rows,
             )
         self._sampled_minute = minute
-        peaks = dict(self.slow.peaks or {})
+        peaks = dict(slow.peaks or {})
         for scope in (snap.city, *snap.districts.values()):
             load = scope.figure("energy.load_kw").value
             if load is not None and (scope.id not in peaks or load > peaks[scope.id]):
                 peaks[scope.id] = load
-        self.slow = queries.SlowInputs(
-            day=self.slow.day,
-            transitions=self.slow.transitions,
-            completeness=self.slow.completeness,
+        return queries.SlowInputs(
+            day=slow.day,
+            transitions=slow.transitions,
+            completeness=slow.completeness,
             peaks=peaks,
         )
 
@@ -218,18 +348,30 @@ class Engine:
             elapsed = time.monotonic() - started
             await asyncio.sleep(max(0.05, self.snapshot_interval_s - elapsed))
 
+    async def start_worker(self, make_pool: PoolFactory, *, connections: int = 1) -> None:
+        """Move the database work to a `Worker` with a pool from `make_pool`, reading a
+        refresh on `connections` connections at once (the pool needs one more for the
+        district drill-downs)."""
+        worker = Worker(make_pool)
+        await worker.start()
+        self.worker = worker
+        self.connections = connections
+
     def start(self) -> None:
         """Start the background refresh task."""
         self._tasks = [asyncio.create_task(self._run(), name="snapshot-refresh")]
 
     async def stop(self) -> None:
-        """Cancel the background tasks and wait for them."""
+        """Cancel the background tasks, wait for them, stop the worker."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self.worker is not None:
+            worker, self.worker = self.worker, None
+            await worker.stop()
 
 
 __all__ = ["CITY", "Clock", "Engine"]

@@ -46,7 +46,7 @@ def serve(request: Request, served: Served) -> Response:
 )
 async def get_vitals(request: Request, engine: EngineDep) -> Response:
     """The newest snapshot (at most `snapshot_interval_s` old; `stale` while the DB is away)."""
-    return serve(request, engine.document("vitals"))
+    return serve(request, engine.document())
 
 
 @router.get(
@@ -59,4 +59,4 @@ async def get_district(request: Request, engine: EngineDep, district: str) -> Re
     """One district's indicators and its sites' indicators."""
     if district not in DISTRICT_BY_ID:
         raise HTTPException(status_code=404, detail=f"unknown district {district!r}")
-    return serve(request, engine.document(f"district:{district}"))
+    return serve(request, await engine.district_document(district))
