@@ -88,15 +88,24 @@ class Worker:
         self.pool = self._make_pool()
         await self.pool.open(wait=False)
 
+    async def _shutdown(self) -> None:
+        # A refresh cancelled on the caller's side is cancelled here by a callback;
+        # let every such task end before the loop stops, then close the pool.
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.pool is not None:
+            await self.pool.close()
+
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the worker's loop and wait for it from the caller's."""
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
 
     async def stop(self) -> None:
-        """Close the pool and stop the thread."""
-        if self.pool is not None:
-            with contextlib.suppress(Exception):
-                await self.run(self.pool.close())
+        """Finish what runs on the worker, close the pool and stop the thread."""
+        with contextlib.suppress(Exception):
+            await self.run(self._shutdown())
         self.loop.call_soon_threadsafe(self.loop.stop)
         await asyncio.to_thread(self._thread.join, 10)
         if not self._thread.is_alive():
