@@ -297,6 +297,29 @@ class Builder:
             for acc in self._scopes(district):
                 acc.entity(indicator, status)
 
+    def _against(
+        self,
+        indicator: str,
+        entity: str,
+        district: str | None,
+        value: float | None,
+        th: Thresholds,
+        newest: datetime | None,
+    ) -> Status:
+        """Check one value against per-entity thresholds; its status."""
+        st = th.status(value)
+        self._check(
+            indicator,
+            entity,
+            district,
+            st,
+            value,
+            _threshold_for(th, st),
+            _ge_clear(value, th),
+            newest,
+        )
+        return st
+
     # -- parking -----------------------------------------------------------------
 
     def add_lots(self, rows: Iterable[LotRow]) -> None:
@@ -384,19 +407,9 @@ class Builder:
 
     def _hut_checks(self, r: HutRow) -> Status:
         """The reporting hut's checks; its worst status."""
-        worst = Status.NORMAL
-        st = self.th_full.status(r.fill_max)
-        self._check(
-            "waste.huts_full",
-            r.device_id,
-            r.district,
-            st,
-            r.fill_max,
-            _threshold_for(self.th_full, st),
-            _ge_clear(r.fill_max, self.th_full),
-            r.ts,
+        worst = self._against(
+            "waste.huts_full", r.device_id, r.district, r.fill_max, self.th_full, r.ts
         )
-        worst = max(worst, st)
         gases = {"h2s_ppm": r.h2s_ppm, "nh3_ppm": r.nh3_ppm, "ch4_pct_lel": r.ch4_pct_lel}
         gas_status, gas_value, gas_bound = Status.NORMAL, None, None
         gas_clear = True
@@ -425,16 +438,8 @@ class Builder:
             gas_clear,
             r.ts,
         )
-        st_fire = self.th_fire.status(r.temp_c)
-        self._check(
-            "waste.fire_risk",
-            r.device_id,
-            r.district,
-            st_fire,
-            r.temp_c,
-            _threshold_for(self.th_fire, st_fire),
-            _ge_clear(r.temp_c, self.th_fire),
-            r.ts,
+        st_fire = self._against(
+            "waste.fire_risk", r.device_id, r.district, r.temp_c, self.th_fire, r.ts
         )
         st_seep = Status.ATTENTION if r.seepage else Status.NORMAL
         self._check(
@@ -531,16 +536,8 @@ class Builder:
     def _meter_checks(self, r: MeterRow) -> None:
         """The reporting meter's power factor and voltage checks."""
         volt = r.voltage_v is not None and not (VOLTAGE_LOW <= r.voltage_v <= VOLTAGE_HIGH)
-        st_pf = self.th_pf.status(r.power_factor)
-        self._check(
-            "energy.low_power_factor",
-            r.device_id,
-            r.district,
-            st_pf,
-            r.power_factor,
-            _threshold_for(self.th_pf, st_pf),
-            _ge_clear(r.power_factor, self.th_pf),
-            r.ts,
+        self._against(
+            "energy.low_power_factor", r.device_id, r.district, r.power_factor, self.th_pf, r.ts
         )
         v = r.voltage_v
         margin_low = VOLTAGE_LOW * (1 + HYSTERESIS_MARGIN)
