@@ -191,7 +191,12 @@ class Engine:
     async def district_document(self, district: str) -> Served:
         """One district with its sites, built once per snapshot on the first request."""
         building = self._districts.get(district)
-        if building is None or (building.done() and building.exception() is not None):
+        failed = (
+            building is not None
+            and building.done()
+            and (building.cancelled() or building.exception() is not None)
+        )
+        if building is None or failed:
             building = asyncio.ensure_future(self._build_district(district))
             self._districts[district] = building
         # Shielded: a client that goes away does not cancel the others' document.
