@@ -222,11 +222,16 @@ WITH prev AS (
 )
 """
 _LOCAL_DAY = "((ts AT TIME ZONE %(tz)s)::date)"
+# A meter register falling below this fraction of its previous value was reset.
+METER_RESET_BELOW = 0.5
 _SAME_DAY = f"(prev_ts IS NOT NULL AND (prev_ts AT TIME ZONE %(tz)s)::date = {_LOCAL_DAY})"
 
 _AGGREGATE: dict[Kind, str] = {
-    # Energy: the in-day increase of the cumulative register; a decrease is a meter
-    # reset, after which the new value is what was used since the reset.
+    # Energy: the in-day increase of the cumulative register. A drop below half of the
+    # previous value is a meter reset (or a new meter), after which the new value is
+    # what was used since; a smaller decrease is a corrected or glitched reading and
+    # counts nothing (counting it as a reset would add the whole register, millions of
+    # kWh, to today's figure).
     Kind.ENERGY: _CHAIN.format(
         prev_cols="device_id, ts, energy_kwh",
         latest="latest_energy",
@@ -238,7 +243,9 @@ _AGGREGATE: dict[Kind, str] = {
 INSERT INTO energy_daily AS e (device_id, day, consumption_kwh, last_ts)
 SELECT device_id, {_LOCAL_DAY}, coalesce(sum(CASE
         WHEN {_SAME_DAY} AND energy_kwh IS NOT NULL AND prev_kwh IS NOT NULL THEN
-            CASE WHEN energy_kwh >= prev_kwh THEN energy_kwh - prev_kwh ELSE energy_kwh END
+            CASE WHEN energy_kwh >= prev_kwh THEN energy_kwh - prev_kwh
+                 WHEN energy_kwh < prev_kwh * {METER_RESET_BELOW} THEN energy_kwh
+                 ELSE 0 END
         END), 0), max(ts)
 FROM steps WHERE is_new GROUP BY 1, 2
 ON CONFLICT (device_id, day) DO UPDATE SET

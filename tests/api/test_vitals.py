@@ -299,13 +299,15 @@ def test_meter_reset_late_reading_midnight_and_unregistered_meter_through_the_st
         _write(writer, conn, [msg("m1", "24T00:00:20", 100, 1020)])  # +5
         _write(writer, conn, [msg("m1", "24T00:00:25", 120, 3)])  # reset: +3
         _write(writer, conn, [msg("m1", "24T00:00:10", 999, 1017)])  # late: ignored
+        _write(writer, conn, [msg("m1", "24T00:00:27", 120, 2.5)])  # glitch, not a reset: +0
+        _write(writer, conn, [msg("m1", "24T00:00:28", 120, 3)])  # +0.5
         _write(
             writer, conn, [msg("em-x", "24T00:00:00", 10, 50), msg("em-x", "24T00:00:20", 10, 52)]
         )
     doc = api.vitals()
-    assert pick(doc, "huangpu", "energy.consumption_kwh_today")["value"] == pytest.approx(8)
+    assert pick(doc, "huangpu", "energy.consumption_kwh_today")["value"] == pytest.approx(8.5)
     assert pick(doc, "huangpu", "energy.load_kw")["value"] == 120  # the late 999 kW is history
-    assert pick(doc, "city", "energy.consumption_kwh_today")["value"] == pytest.approx(10)
+    assert pick(doc, "city", "energy.consumption_kwh_today")["value"] == pytest.approx(10.5)
     assert pick(doc, "city", "energy.load_kw")["value"] == 130
     assert pick(doc, "city", "devices.unassigned")["value"] == 1
-    assert pick(doc, "city", "energy.co2_t_today")["value"] == pytest.approx(10 * 0.42 / 1000)
+    assert pick(doc, "city", "energy.co2_t_today")["value"] == pytest.approx(10.5 * 0.42 / 1000)
