@@ -22,7 +22,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -828,8 +828,13 @@ def main(argv: list[str] | None = None) -> int:
         "--only", nargs="*", default=[], choices=["parse", "ingest", "drain", "burst", "api"]
     )
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--fleet", type=int, help="registered devices for the API part (where freshness bends)"
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
+    if args.fleet:
+        sizes = replace(sizes, fleet_devices=args.fleet)
     out = args.out or (ROOT / ("bench-results/quick.md" if args.quick else "docs/benchmarks.md"))
     work = Path(tempfile.mkdtemp(prefix="cityvitals-bench-"))
     work.chmod(0o711)
@@ -851,6 +856,8 @@ def main(argv: list[str] | None = None) -> int:
         command = f"python -m scripts.bench {'--quick ' if args.quick else ''}--only " + " ".join(
             args.only
         )
+    if args.fleet:
+        command += f" --fleet {args.fleet}"
     write_report(bench, out, command, time.monotonic() - started)
     return 0
 
