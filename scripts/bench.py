@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -828,6 +829,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only", nargs="*", default=[], choices=["parse", "ingest", "drain", "burst", "api"]
     )
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--keep", action="store_true", help="keep the servers' data")
     parser.add_argument(
         "--fleet", type=int, help="registered devices for the API part (where freshness bends)"
     )
@@ -859,6 +861,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.fleet:
         command += f" --fleet {args.fleet}"
     write_report(bench, out, command, time.monotonic() - started)
+    if args.keep:
+        print(f"servers' data and logs kept in {work}")
+    else:
+        # A full run leaves gigabytes of database behind; the logs are small.
+        for data in ("pg", "mqtt"):
+            shutil.rmtree(work / data, ignore_errors=True)
+        print(f"logs in {work} (--keep keeps the servers' data too)")
     return 0
 
 
