@@ -585,6 +585,9 @@ async def fetch_entities(
         params | {"low": LOW_BATTERY_V.get("waste")},
     )
     meters = await _rows(conn, MeterRow, _METERS.format(dev=DEVICES_CTE, only=only), params)
+    if district is not None:
+        # A district's sites use neither the unassigned devices nor the ingest counters.
+        return EntityInputs(lots, huts, meters, 0, [])
     unassigned, ingest = await _unassigned_and_ingest(conn, now)
     return EntityInputs(lots, huts, meters, unassigned, ingest)
 
