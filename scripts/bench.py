@@ -31,8 +31,8 @@ from typing import Any
 import psycopg
 
 from cityvitals.catalogue import CATALOGUE, DISTRICTS
+from cityvitals.cli.localstack import MosquittoServer, PostgresServer, free_port
 from cityvitals.db.migrate import run_migrations
-from cityvitals.localstack import MosquittoServer, PostgresServer, free_port
 from cityvitals.settings import MigrateSettings
 from cityvitals.simulator.load import publish_load, synthetic_ids
 

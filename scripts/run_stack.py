@@ -22,7 +22,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from cityvitals.localstack import (
+from cityvitals.cli.localstack import (
     PG_SERVICE_USER,
     MosquittoServer,
     PostgresServer,

@@ -13,8 +13,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from cityvitals.cli.localstack import MosquittoServer, PostgresServer, free_port
 from cityvitals.db.migrate import run_migrations
-from cityvitals.localstack import MosquittoServer, PostgresServer, free_port
 from cityvitals.settings import MigrateSettings
 
 TEMPLATE_DB = "cityvitals_template"

@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cityvitals.localstack import free_port
+from cityvitals.cli.localstack import free_port
 
 CITYVITALS = str(Path(sys.executable).parent / "cityvitals")
 

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 
 from cityvitals.api.main import create_app
-from cityvitals.localstack import free_port
+from cityvitals.cli.localstack import free_port
 from cityvitals.settings import ApiSettings
 from tests.api.conftest import AUTH
 from tests.fix_services import wait_until

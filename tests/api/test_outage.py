@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 
 from cityvitals.api.main import create_app
+from cityvitals.cli.localstack import PostgresServer
 from cityvitals.db.migrate import run_migrations
-from cityvitals.localstack import PostgresServer
 from cityvitals.settings import ApiSettings, MigrateSettings
 from tests.api.test_openapi import serve
 from tests.fix_services import wait_until

@@ -11,7 +11,7 @@ import sys
 import httpx
 
 from cityvitals.api.main import run
-from cityvitals.localstack import free_port
+from cityvitals.cli.localstack import free_port
 from cityvitals.settings import ApiSettings
 from tests.fix_services import wait_until
 

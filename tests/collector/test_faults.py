@@ -21,8 +21,8 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cityvitals.cli.localstack import MosquittoServer, PostgresServer
 from cityvitals.db.migrate import run_migrations
-from cityvitals.localstack import MosquittoServer, PostgresServer
 from cityvitals.settings import MigrateSettings, parse_mqtt_url
 from tests.fix_services import CollectorProcess, wait_until
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from cityvitals.localstack import free_port
+from cityvitals.cli.localstack import free_port
 
 SERVICE_MODULES = {"collector": "cityvitals.collector.main", "api": "cityvitals.api.main"}
 START_DEADLINE_S = 60.0

@@ -18,7 +18,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cityvitals.brokerconf import QUEUE_SETTINGS, queue_settings
-from cityvitals.localstack import free_port, wait_for_port
+from cityvitals.cli.localstack import free_port, wait_for_port
 
 MOSQUITTO_DIR = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
 PASSWORDS = {

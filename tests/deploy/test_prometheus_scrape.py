@@ -18,7 +18,7 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cityvitals.localstack import free_port, wait_for_port
+from cityvitals.cli.localstack import free_port, wait_for_port
 from cityvitals.settings import parse_mqtt_url
 
 from .conftest import RunningServices

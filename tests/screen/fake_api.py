@@ -29,7 +29,7 @@ from starlette.staticfiles import StaticFiles
 
 from cityvitals import catalogue
 from cityvitals.catalogue import Status
-from cityvitals.localstack import free_port, wait_for_port
+from cityvitals.cli.localstack import free_port, wait_for_port
 
 STATIC = Path(__file__).resolve().parents[2] / "services/api/cityvitals/api/static"
 

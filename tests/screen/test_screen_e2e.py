@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, expect
 
-from cityvitals.localstack import free_port, wait_for_port
+from cityvitals.cli.localstack import free_port, wait_for_port
 from tests.fix_services import (
     CollectorProcess,
     Publisher,

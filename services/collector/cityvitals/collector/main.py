@@ -30,7 +30,6 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from cityvitals.collector import metrics
 from cityvitals.collector.mqttclient import CollectorClient
-from cityvitals.localstack import port_in_use
 from cityvitals.settings import CollectorSettings
 from cityvitals.store import BatchResult, BatchWriter, Incoming, limits_from
 from cityvitals.topics import subscription
@@ -404,14 +403,16 @@ class Collector:
 def run(settings: CollectorSettings) -> int:
     """Entry point of `cityvitals collector`."""
     if settings.metrics_port:
-        if port_in_use(settings.metrics_port, settings.metrics_host):
+        try:
+            metrics.serve(settings.metrics_host, settings.metrics_port)
+        except OSError as err:
             log.error(
-                "metrics_port_in_use",
+                "metrics_port_unavailable",
                 port=settings.metrics_port,
+                error=err.strerror,
                 hint="set CITYVITALS_METRICS_PORT to a free port (0 disables it)",
             )
             return 2
-        metrics.serve(settings.metrics_host, settings.metrics_port)
     collector = Collector(settings)
     signal.signal(signal.SIGTERM, collector.stop)
     signal.signal(signal.SIGINT, collector.stop)
