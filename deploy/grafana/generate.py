@@ -1,9 +1,14 @@
-"""Grafana dashboards as code, built from the indicator catalogue.
+"""Grafana dashboards as code: built from the indicator catalogue with Grafana's own SDK.
 
 Run `.venv/bin/python deploy/grafana/generate.py` after changing the catalogue or this
 file and commit the JSON it writes to `deploy/grafana/dashboards/`; `--check` exits 1
 when the committed JSON differs (tests/deploy/test_grafana_dashboards.py runs it).
-Metric names: docs/contracts.md.
+Metric names: docs/contracts.md. The SDK (`grafana-foundation-sdk`) is a dev dependency:
+nothing the services run imports this file.
+
+The SDK's dashboard builder lays the panels out left to right and starts a new line
+once 24 columns are full and at each row header; it does not wrap a panel that does not
+fit, so the widths of a line add up to 24 at most (the tests check for overlaps).
 """
 
 from __future__ import annotations
@@ -13,20 +18,33 @@ import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
-from cityvitals.catalogue import BY_ID, CATALOGUE, DISTRICTS, Indicator, Status, Thresholds
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import prometheus, stat, statetimeline, table, timeseries
+from grafana_foundation_sdk.cog.builder import Builder
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.cog.variants import Dataquery
+from grafana_foundation_sdk.models import common as cm
+from grafana_foundation_sdk.models import dashboard as dm
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+
+from cityvitals.catalogue import BY_ID, CATALOGUE, DISTRICTS, Domain, Indicator, Status, Thresholds
 
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboards"
 # The uid of the datasource in provisioning/datasources/prometheus.yml.
-DATASOURCE: dict[str, str] = {"type": "prometheus", "uid": "cityvitals-prometheus"}
-# Grafana's dashboard JSON model version the panels are written for (Grafana 11).
+DATASOURCE = dm.DataSourceRef(type_val="prometheus", uid="cityvitals-prometheus")
+# The JSON model version the panels are written for: Grafana 11 (docker-compose.yml runs
+# 11.3; tables use `cellOptions`). The SDK's models are Grafana 10.1's and say 36, which
+# would have Grafana run its 10.x migrations over panels already in the 11 shape.
 SCHEMA_VERSION = 39
 TAGS = ["cityvitals"]
 
-Json = dict[str, Any]
+Item = Builder[dm.Panel] | db.Row
+P = TypeVar("P", stat.Panel, table.Panel, timeseries.Panel, statetimeline.Panel)
 
-DOMAIN_TITLES: dict[str, str] = {
+DOMAIN_TITLES: dict[Domain, str] = {
     "parking": "停车 Parking",
     "waste": "垃圾厢房 Waste",
     "energy": "能源 Energy",
@@ -71,470 +89,485 @@ def grafana_unit(indicator: Indicator) -> str:
         ) from None
 
 
-def status_mappings() -> list[Json]:
+def status_mappings() -> list[dm.ValueMapping]:
     """Value mappings that show a 0-3 status as its name and colour."""
     options = {
-        str(int(s)): {"text": f"{STATUS_ZH[s]} {s.label}", "color": STATUS_COLOURS[s], "index": i}
+        str(int(s)): dm.ValueMappingResult(
+            text=f"{STATUS_ZH[s]} {s.label}", color=STATUS_COLOURS[s], index=i
+        )
         for i, s in enumerate(Status)
     }
-    return [{"type": "value", "options": options}]
+    return [dm.ValueMap(options=options)]
 
 
-def district_mappings() -> list[Json]:
+def district_mappings() -> list[dm.ValueMapping]:
     """Value mappings that show district ids as their bilingual names."""
-    options: Json = {"city": {"text": "全市 City", "index": 0}}
+    options = {"city": dm.ValueMappingResult(text="全市 City", index=0)}
     for i, d in enumerate(DISTRICTS, start=1):
-        options[d.id] = {"text": f"{d.name_zh} {d.name_en}", "index": i}
-    return [{"type": "value", "options": options}]
+        options[d.id] = dm.ValueMappingResult(text=f"{d.name_zh} {d.name_en}", index=i)
+    return [dm.ValueMap(options=options)]
 
 
-def threshold_steps(thresholds: Thresholds | None) -> Json:
+def threshold_steps(thresholds: Thresholds | None) -> db.ThresholdsConfig:
     """Grafana threshold steps from catalogue thresholds (colours by status)."""
+    steps: list[dm.Threshold]
     if thresholds is None:
-        return {"mode": "absolute", "steps": [{"color": "text", "value": None}]}
-    bounds = [
-        (s, b)
-        for s in (Status.ATTENTION, Status.WARNING, Status.CRITICAL)
-        if (b := thresholds.bound(s)) is not None
-    ]
-    if thresholds.direction == "ge":
-        steps: list[Json] = [{"color": STATUS_COLOURS[Status.NORMAL], "value": None}]
-        steps += [{"color": STATUS_COLOURS[s], "value": b} for s, b in bounds]
+        steps = [dm.Threshold(value=None, color="text")]
     else:
-        # `lt`: worse below the bound, so the steps run from the worst status upwards.
-        ordered = sorted(bounds, key=lambda sb: sb[1])
-        steps = [{"color": STATUS_COLOURS[ordered[0][0]], "value": None}]
-        for (_, bound), (better, _) in zip(
-            ordered, [*ordered[1:], (Status.NORMAL, 0.0)], strict=True
-        ):
-            steps.append({"color": STATUS_COLOURS[better], "value": bound})
-    return {"mode": "absolute", "steps": steps}
+        bounds = [
+            (s, b)
+            for s in (Status.ATTENTION, Status.WARNING, Status.CRITICAL)
+            if (b := thresholds.bound(s)) is not None
+        ]
+        if thresholds.direction == "ge":
+            steps = [dm.Threshold(value=None, color=STATUS_COLOURS[Status.NORMAL])]
+            steps += [dm.Threshold(value=b, color=STATUS_COLOURS[s]) for s, b in bounds]
+        else:
+            # `lt`: worse below the bound, so the steps run from the worst status upwards.
+            ordered = sorted(bounds, key=lambda sb: sb[1])
+            steps = [dm.Threshold(value=None, color=STATUS_COLOURS[ordered[0][0]])]
+            for (_, bound), (better, _) in zip(
+                ordered, [*ordered[1:], (Status.NORMAL, 0.0)], strict=True
+            ):
+                steps.append(dm.Threshold(value=bound, color=STATUS_COLOURS[better]))
+    return db.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE).steps(steps)
 
 
-def target(expr: str, legend: str = "", *, instant: bool = False, ref: str = "A") -> Json:
-    """A Prometheus query of a panel."""
-    t: Json = {"datasource": DATASOURCE, "refId": ref, "expr": expr}
+def _by_thresholds() -> db.FieldColor:
+    return db.FieldColor().mode(dm.FieldColorModeId.THRESHOLDS)
+
+
+def _prop(id_: str, value: object) -> dm.DynamicConfigValue:
+    """One property of a field override."""
+    return dm.DynamicConfigValue(id_val=id_, value=value)
+
+
+def _transform(id_: str, options: dict[str, object]) -> dm.DataTransformerConfig:
+    return dm.DataTransformerConfig(id_val=id_, options=options)
+
+
+def query(expr: str, legend: str = "", *, instant: bool = False) -> prometheus.Dataquery:
+    """A Prometheus query of a panel; `_panel` gives it its refId."""
+    q = prometheus.Dataquery().expr(expr).datasource(DATASOURCE)
     if instant:
-        t |= {"instant": True, "range": False, "format": "table"}
-    else:
-        t |= {"legendFormat": legend or "__auto", "range": True}
-    return t
+        return q.instant().format(PromQueryFormat.TABLE)
+    return q.range().legend_format(legend or "__auto")
 
 
-def panel(
-    kind: str,
+def _panel(
+    panel: P,
     title: str,
-    targets: list[Json],
+    queries: list[prometheus.Dataquery],
     *,
     w: int,
     h: int,
     unit: str = "short",
     description: str = "",
-    defaults: Json | None = None,
-    overrides: list[Json] | None = None,
-    options: Json | None = None,
-    transformations: list[Json] | None = None,
-) -> Json:
-    """One panel; `gridPos` x/y and `id` are filled in by `layout`."""
-    field_defaults: Json = {"unit": unit} | (defaults or {})
-    p: Json = {
-        "type": kind,
-        "title": title,
-        "description": description,
-        "datasource": DATASOURCE,
-        "gridPos": {"h": h, "w": w, "x": 0, "y": 0},
-        "targets": [t | {"refId": chr(ord("A") + i)} for i, t in enumerate(targets)],
-        "fieldConfig": {"defaults": field_defaults, "overrides": overrides or []},
-        "options": options or {},
-    }
-    if transformations:
-        p["transformations"] = transformations
-    return p
+) -> P:
+    """What every panel has: title, size, unit, and its queries on the provisioned datasource."""
+    targets: list[Builder[Dataquery]] = [q.ref_id(chr(ord("A") + i)) for i, q in enumerate(queries)]
+    panel = panel.title(title).datasource(DATASOURCE).span(w).height(h).unit(unit)
+    panel = panel.targets(targets)
+    return panel.description(description) if description else panel
 
 
-def row(title: str) -> Json:
-    """A full-width row header."""
-    return {
-        "type": "row",
-        "title": title,
-        "collapsed": False,
-        "gridPos": {"h": 1, "w": 24, "x": 0, "y": 0},
-        "panels": [],
-    }
+def _legend(
+    display: cm.LegendDisplayMode = cm.LegendDisplayMode.LIST,
+    placement: cm.LegendPlacement = cm.LegendPlacement.BOTTOM,
+    calcs: list[str] | None = None,
+) -> cb.VizLegendOptions:
+    # The SDK's legend is hidden unless told (showLegend false); Grafana's default shows it.
+    return (
+        cb.VizLegendOptions()
+        .show_legend(True)
+        .display_mode(display)
+        .placement(placement)
+        .calcs(calcs or [])
+    )
 
 
-def layout(items: Iterable[Json]) -> list[Json]:
-    """Place panels left to right, wrapping at Grafana's 24 columns; number them."""
-    placed: list[Json] = []
-    x = y = line_h = 0
-    for pid, item in enumerate(items, start=1):
-        pos = item["gridPos"]
-        if item["type"] == "row" or x + pos["w"] > 24:
-            x, y, line_h = 0, y + line_h, 0
-        pos["x"], pos["y"] = x, y
-        item["id"] = pid
-        placed.append(item)
-        if item["type"] == "row":
-            y += 1
+def _tooltip() -> cb.VizTooltipOptions:
+    # Grafana's default: one series, in query order (the SDK's default sorts ascending).
+    return cb.VizTooltipOptions().mode(cm.TooltipDisplayMode.SINGLE).sort(cm.SortOrder.NONE)
+
+
+def _stat(
+    title: str,
+    queries: list[prometheus.Dataquery],
+    *,
+    color: cm.BigValueColorMode,
+    graph: cm.BigValueGraphMode,
+    w: int,
+    h: int,
+    unit: str = "short",
+    description: str = "",
+) -> stat.Panel:
+    # Grafana's default reducer, spelt out: the SDK writes an empty list, which Grafana
+    # keeps (and then shows the last value, null or not).
+    last = cb.ReduceDataOptions().values(False).calcs(["lastNotNull"])
+    return (
+        _panel(stat.Panel(), title, queries, w=w, h=h, unit=unit, description=description)
+        .color_mode(color)
+        .graph_mode(graph)
+        .reduce_options(last)
+    )
+
+
+def _table(
+    title: str,
+    queries: list[prometheus.Dataquery],
+    *,
+    w: int,
+    h: int,
+    description: str = "",
+    custom: cm.TableFieldOptions | None = None,
+) -> table.Panel:
+    panel = _panel(table.Panel(), title, queries, w=w, h=h, description=description)
+    if custom is not None:
+        # The SDK's table builder (Grafana 10.1) has no setter for the table's field
+        # defaults; `build()` hands back the panel being built, so set them on it.
+        panel.build().field_config.defaults.custom = custom
+    return panel.show_header(True).cell_height(cm.TableCellHeight.SM)
+
+
+def _timeseries(
+    title: str,
+    queries: list[prometheus.Dataquery],
+    *,
+    unit: str = "short",
+    w: int = 12,
+    description: str = "",
+) -> timeseries.Panel:
+    return (
+        _panel(timeseries.Panel(), title, queries, w=w, h=8, unit=unit, description=description)
+        .fill_opacity(10)
+        .show_points(cm.VisibilityMode.NEVER)
+        .legend(_legend(cm.LegendDisplayMode.TABLE, cm.LegendPlacement.RIGHT, ["lastNotNull"]))
+        .tooltip(_tooltip())
+    )
+
+
+def _timeline(
+    title: str,
+    queries: list[prometheus.Dataquery],
+    *,
+    mappings: list[dm.ValueMapping],
+    show_value: cm.VisibilityMode,
+    w: int,
+    h: int,
+) -> statetimeline.Panel:
+    return (
+        _panel(statetimeline.Panel(), title, queries, w=w, h=h)
+        .mappings(mappings)
+        .color_scheme(_by_thresholds())
+        .show_value(show_value)
+        .merge_values(True)
+        .legend(_legend())
+        .tooltip(_tooltip())
+    )
+
+
+def dashboard(uid: str, title: str, description: str, items: Iterable[Item]) -> dm.Dashboard:
+    """A dashboard in Grafana's JSON model, provisioned read-only, its panels numbered."""
+    builder = (
+        db.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(list(TAGS))
+        .timezone("Asia/Shanghai")
+        .readonly()
+        .tooltip(dm.DashboardCursorSync.CROSSHAIR)
+        .refresh("30s")
+        .time("now-6h", "now")
+        .version(1)
+        .annotations([])
+        .variables([])
+        .links([])
+    )
+    for item in items:
+        if isinstance(item, db.Row):
+            builder.with_row(item)
         else:
-            x += pos["w"]
-            line_h = max(line_h, pos["h"])
-    return placed
+            builder.with_panel(item)
+    board = builder.build()
+    board.schema_version = SCHEMA_VERSION
+    for pid, panel in enumerate(board.panels or [], start=1):
+        panel.id_val = pid
+    return board
 
 
-def dashboard(uid: str, title: str, description: str, panels: Iterable[Json]) -> Json:
-    """A dashboard in Grafana's JSON model, provisioned read-only."""
-    return {
-        "uid": uid,
-        "title": title,
-        "description": description,
-        "tags": TAGS,
-        "timezone": "Asia/Shanghai",
-        "editable": False,
-        "graphTooltip": 1,
-        "refresh": "30s",
-        "time": {"from": "now-6h", "to": "now"},
-        "schemaVersion": SCHEMA_VERSION,
-        "version": 1,
-        "annotations": {"list": []},
-        "templating": {"list": []},
-        "links": [],
-        "panels": layout(panels),
-    }
-
-
-def _domains() -> list[str]:
-    seen: list[str] = []
-    for ind in CATALOGUE:
-        if ind.domain not in seen:
-            seen.append(ind.domain)
-    return seen
-
-
-def _matrix(value_field: str) -> list[Json]:
-    """Transformations that turn one row per (district, indicator) into a district table."""
-    return [
+def _matrix() -> dm.DataTransformerConfig:
+    """One row per (district, indicator) turned into a table of districts."""
+    return _transform(
+        "groupingToMatrix",
         {
-            "id": "groupingToMatrix",
-            "options": {
-                "columnField": "indicator",
-                "rowField": "district",
-                "valueField": value_field,
-                "emptyValue": "null",
-            },
+            "columnField": "indicator",
+            "rowField": "district",
+            "valueField": "Value",
+            "emptyValue": "null",
         },
+    )
+
+
+# The first column groupingToMatrix makes: the districts.
+MATRIX_FIRST_COLUMN = "district\\indicator"
+
+
+def _district_column() -> list[dm.DynamicConfigValue]:
+    return [
+        _prop("displayName", "区 District"),
+        _prop("mappings", district_mappings()),
+        _prop("unit", "string"),
+        _prop("custom.cellOptions", cm.TableAutoCellOptions()),
     ]
 
 
-def _first_column(name: str) -> Json:
-    return {
-        "matcher": {"id": "byName", "options": "district\\indicator"},
-        "properties": [
-            {"id": "displayName", "value": name},
-            {"id": "mappings", "value": district_mappings()},
-            {"id": "unit", "value": "string"},
-            {"id": "custom.cellOptions", "value": {"type": "auto"}},
-        ],
-    }
-
-
-def domain_panels(domain: str) -> list[Json]:
+def domain_panels(domain: Domain) -> list[Item]:
     """The values and the statuses of one domain's indicators, one row per district."""
     indicators = [i for i in CATALOGUE if i.domain == domain]
     selector = "|".join(i.id.replace(".", "\\\\.") for i in indicators)
     names = ", ".join(i.id for i in indicators)
-    value_overrides = [_first_column("区 District")] + [
-        {
-            "matcher": {"id": "byName", "options": i.id},
-            "properties": [
-                {"id": "displayName", "value": f"{i.name_zh} {i.name_en}"},
-                {"id": "unit", "value": grafana_unit(i)},
-                {"id": "thresholds", "value": threshold_steps(i.thresholds)},
-                {"id": "custom.cellOptions", "value": {"type": "color-text"}},
-            ],
-        }
-        for i in indicators
-    ]
-    status_overrides = [_first_column("区 District")] + [
-        {
-            "matcher": {"id": "byName", "options": i.id},
-            "properties": [{"id": "displayName", "value": f"{i.name_zh} {i.name_en}"}],
-        }
-        for i in indicators
-    ]
     title = DOMAIN_TITLES[domain]
-    return [
-        row(title),
-        panel(
-            "table",
+    values = (
+        _table(
             f"{title}: values by district",
-            [target(f'cityvitals_indicator_value{{indicator=~"{selector}"}}', instant=True)],
+            [query(f'cityvitals_indicator_value{{indicator=~"{selector}"}}', instant=True)],
             w=14,
             h=11,
             description=(
                 f"Latest value of {names} for the city and each district. Colours use the "
                 "catalogue's default thresholds; the status table beside it is authoritative."
             ),
-            overrides=value_overrides,
-            transformations=_matrix("Value"),
-            options={"showHeader": True, "cellHeight": "sm"},
-        ),
-        panel(
-            "table",
+        )
+        .with_transformation(_matrix())
+        .override_by_name(MATRIX_FIRST_COLUMN, _district_column())
+    )
+    statuses = (
+        _table(
             f"{title}: status by district",
-            [target(f'cityvitals_indicator_status{{indicator=~"{selector}"}}', instant=True)],
+            [query(f'cityvitals_indicator_status{{indicator=~"{selector}"}}', instant=True)],
             w=10,
             h=11,
             description="Status as the API computes it (thresholds as configured).",
-            defaults={
-                "mappings": status_mappings(),
-                "custom": {"cellOptions": {"type": "color-background"}, "align": "center"},
-            },
-            overrides=status_overrides,
-            transformations=_matrix("Value"),
-            options={"showHeader": True, "cellHeight": "sm"},
-        ),
-    ]
+            custom=cm.TableFieldOptions(
+                cell_options=cm.TableColoredBackgroundCellOptions(),
+                align=cm.FieldTextAlignment.CENTER,
+            ),
+        )
+        .mappings(status_mappings())
+        .with_transformation(_matrix())
+        .override_by_name(MATRIX_FIRST_COLUMN, _district_column())
+    )
+    for i in indicators:
+        values.override_by_name(
+            i.id,
+            [
+                _prop("displayName", f"{i.name_zh} {i.name_en}"),
+                _prop("unit", grafana_unit(i)),
+                _prop("thresholds", threshold_steps(i.thresholds).build()),
+                _prop("custom.cellOptions", cm.TableColorTextCellOptions()),
+            ],
+        )
+        statuses.override_by_name(i.id, [_prop("displayName", f"{i.name_zh} {i.name_en}")])
+    return [db.Row(title), values, statuses]
 
 
-def city_overview() -> Json:
+def city_overview() -> dm.Dashboard:
     """Vital signs per district, district statuses and active alerts."""
     online = BY_ID["devices.online_ratio"]
-    status_defaults: Json = {"mappings": status_mappings(), "color": {"mode": "thresholds"}}
-    panels: list[Json] = [
-        row("城市运行生命体征 City vital signs"),
-        panel(
-            "stat",
+    items: list[Item] = [
+        db.Row("城市运行生命体征 City vital signs"),
+        _stat(
             "全市状态 City status",
-            [target('cityvitals_district_status{district="city"}', "city")],
+            [query('cityvitals_district_status{district="city"}', "city")],
+            color=cm.BigValueColorMode.BACKGROUND,
+            graph=cm.BigValueGraphMode.NONE,
             w=6,
             h=5,
-            defaults=status_defaults,
-            options={"colorMode": "background", "graphMode": "none", "textMode": "value"},
-        ),
-        panel(
-            "stat",
+        )
+        .text_mode(cm.BigValueTextMode.VALUE)
+        .mappings(status_mappings())
+        .color_scheme(_by_thresholds()),
+        _stat(
             "活动告警 Active alerts",
-            [target("sum by (severity) (cityvitals_alerts_active)", "{{severity}}")],
+            [query("sum by (severity) (cityvitals_alerts_active)", "{{severity}}")],
+            color=cm.BigValueColorMode.VALUE,
+            graph=cm.BigValueGraphMode.NONE,
             w=6,
             h=5,
-            options={"colorMode": "value", "graphMode": "none", "textMode": "value_and_name"},
-        ),
-        panel(
-            "stat",
+        ).text_mode(cm.BigValueTextMode.VALUE_AND_NAME),
+        _stat(
             f"{online.name_zh} {online.name_en}",
-            [target(f'cityvitals_indicator_value{{indicator="{online.id}", district="city"}}')],
+            [query(f'cityvitals_indicator_value{{indicator="{online.id}", district="city"}}')],
+            color=cm.BigValueColorMode.VALUE,
+            graph=cm.BigValueGraphMode.AREA,
             w=6,
             h=5,
             unit=grafana_unit(online),
-            defaults={"thresholds": threshold_steps(online.thresholds), "decimals": 1},
-            options={"colorMode": "value", "graphMode": "area"},
-        ),
-        panel(
-            "stat",
+        )
+        .thresholds(threshold_steps(online.thresholds))
+        .decimals(1),
+        _stat(
             "数据快照时延 Snapshot age",
-            [target("max(cityvitals_snapshot_age_seconds)", "age")],
+            [query("max(cityvitals_snapshot_age_seconds)", "age")],
+            color=cm.BigValueColorMode.VALUE,
+            graph=cm.BigValueGraphMode.AREA,
             w=6,
             h=5,
             unit="s",
             description="Age of the served snapshot; alert CityVitalsSnapshotStale at 30 s.",
-            defaults={
-                "thresholds": {
-                    "mode": "absolute",
-                    "steps": [{"color": "green", "value": None}, {"color": "orange", "value": 30}],
-                }
-            },
-            options={"colorMode": "value", "graphMode": "area"},
+        ).thresholds(
+            db.ThresholdsConfig()
+            .mode(dm.ThresholdsMode.ABSOLUTE)
+            .steps(
+                [dm.Threshold(value=None, color="green"), dm.Threshold(value=30, color="orange")]
+            )
         ),
-        panel(
-            "table",
+        _table(
             "各区状态 District status",
-            [target('cityvitals_district_status{district!="city"}', instant=True)],
+            [query('cityvitals_district_status{district!="city"}', instant=True)],
             w=8,
             h=14,
             description="Worst status of each district's indicators.",
-            defaults={"custom": {"cellOptions": {"type": "auto"}}},
-            overrides=[
-                {
-                    "matcher": {"id": "byName", "options": "district"},
-                    "properties": [
-                        {"id": "displayName", "value": "区 District"},
-                        {"id": "mappings", "value": district_mappings()},
-                    ],
-                },
-                {
-                    "matcher": {"id": "byName", "options": "Value"},
-                    "properties": [
-                        {"id": "displayName", "value": "状态 Status"},
-                        {"id": "mappings", "value": status_mappings()},
-                        {"id": "custom.cellOptions", "value": {"type": "color-background"}},
-                    ],
-                },
+            custom=cm.TableFieldOptions(cell_options=cm.TableAutoCellOptions()),
+        )
+        .override_by_name(
+            "district",
+            [_prop("displayName", "区 District"), _prop("mappings", district_mappings())],
+        )
+        .override_by_name(
+            "Value",
+            [
+                _prop("displayName", "状态 Status"),
+                _prop("mappings", status_mappings()),
+                _prop("custom.cellOptions", cm.TableColoredBackgroundCellOptions()),
             ],
-            transformations=[
+        )
+        .with_transformation(
+            _transform(
+                "organize",
                 {
-                    "id": "organize",
-                    "options": {
-                        "excludeByName": {
-                            "Time": True,
-                            "__name__": True,
-                            "job": True,
-                            "instance": True,
-                        },
-                        "indexByName": {"district": 0, "Value": 1},
+                    "excludeByName": {
+                        "Time": True,
+                        "__name__": True,
+                        "job": True,
+                        "instance": True,
                     },
+                    "indexByName": {"district": 0, "Value": 1},
                 },
-                {"id": "sortBy", "options": {"sort": [{"field": "Value", "desc": True}]}},
-            ],
-        ),
-        panel(
-            "state-timeline",
+            )
+        )
+        .with_transformation(_transform("sortBy", {"sort": [{"field": "Value", "desc": True}]})),
+        _timeline(
             "各区状态变化 District status over time",
             [
-                target(
+                query(
                     'max by (district) (cityvitals_district_status{district!="city"})',
                     "{{district}}",
                 )
             ],
+            mappings=status_mappings(),
+            show_value=cm.VisibilityMode.NEVER,
             w=16,
             h=14,
-            defaults={"mappings": status_mappings(), "color": {"mode": "thresholds"}},
-            options={"showValue": "never", "mergeValues": True, "rowHeight": 0.8},
-        ),
-        row("活动告警 Active alerts"),
-        panel(
-            "table",
+        ).row_height(0.8),
+        db.Row("活动告警 Active alerts"),
+        _table(
             "活动告警 Active alerts",
-            [target("cityvitals_alert_active == 1", instant=True)],
+            [query("cityvitals_alert_active == 1", instant=True)],
             w=24,
             h=10,
             description="Per-entity alerts opened by the API (GET /v1/alerts?state=active).",
-            overrides=[
-                {
-                    "matcher": {"id": "byName", "options": "district"},
-                    "properties": [{"id": "mappings", "value": district_mappings()}],
-                },
-                {
-                    "matcher": {"id": "byName", "options": "severity"},
-                    "properties": [
-                        {
-                            "id": "mappings",
-                            "value": [
-                                {
-                                    "type": "value",
-                                    "options": {
-                                        s.label: {"color": STATUS_COLOURS[s], "index": i}
-                                        for i, s in enumerate(Status)
-                                        if s is not Status.NORMAL
-                                    },
-                                }
-                            ],
-                        },
-                        {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+        )
+        .override_by_name("district", [_prop("mappings", district_mappings())])
+        .override_by_name(
+            "severity",
+            [
+                _prop(
+                    "mappings",
+                    [
+                        dm.ValueMap(
+                            options={
+                                s.label: dm.ValueMappingResult(color=STATUS_COLOURS[s], index=i)
+                                for i, s in enumerate(Status)
+                                if s is not Status.NORMAL
+                            }
+                        )
                     ],
-                },
+                ),
+                _prop("custom.cellOptions", cm.TableColoredBackgroundCellOptions()),
             ],
-            transformations=[
+        )
+        .with_transformation(
+            _transform(
+                "organize",
                 {
-                    "id": "organize",
-                    "options": {
-                        "excludeByName": {
-                            "Time": True,
-                            "Value": True,
-                            "__name__": True,
-                            "job": True,
-                            "instance": True,
-                        },
-                        "indexByName": {"severity": 0, "indicator": 1, "district": 2, "entity": 3},
+                    "excludeByName": {
+                        "Time": True,
+                        "Value": True,
+                        "__name__": True,
+                        "job": True,
+                        "instance": True,
                     },
+                    "indexByName": {"severity": 0, "indicator": 1, "district": 2, "entity": 3},
                 },
-            ],
+            )
         ),
     ]
-    for domain in _domains():
-        panels += domain_panels(domain)
+    for domain in dict.fromkeys(i.domain for i in CATALOGUE):
+        items += domain_panels(domain)
     return dashboard(
         "cityvitals-city-overview",
         "City Vitals · 城市运行生命体征",
         "Vital signs of the city and its districts, generated from the indicator catalogue.",
-        panels,
+        items,
     )
 
 
-def _timeseries(
-    title: str, targets: list[Json], *, unit: str = "short", w: int = 12, description: str = ""
-) -> Json:
-    return panel(
-        "timeseries",
-        title,
-        targets,
-        w=w,
-        h=8,
-        unit=unit,
-        description=description,
-        defaults={"custom": {"fillOpacity": 10, "showPoints": "never"}},
-        options={
-            "legend": {"displayMode": "table", "placement": "right", "calcs": ["lastNotNull"]}
-        },
-    )
-
-
-def _quantiles(metric: str, by: str = "") -> list[Json]:
-    extra = f", {by}" if by else ""
-    legend = f"{{{{{by}}}}} " if by else ""
+def _quantiles(metric: str) -> list[prometheus.Dataquery]:
     return [
-        target(
-            f"histogram_quantile({q}, "
-            f"sum by (le{extra}) (rate({metric}_bucket[$__rate_interval])))",
-            f"{legend}p{round(q * 100)}",
+        query(
+            f"histogram_quantile({q}, sum by (le) (rate({metric}_bucket[$__rate_interval])))",
+            f"p{round(q * 100)}",
         )
         for q in (0.5, 0.95, 0.99)
     ]
 
 
-def _up_down(title: str, targets: list[Json], down: str, up: str) -> Json:
-    return panel(
-        "state-timeline",
-        title,
-        targets,
-        w=8,
-        h=7,
-        defaults={
-            "mappings": [
-                {
-                    "type": "value",
-                    "options": {
-                        "0": {"text": down, "color": "red", "index": 0},
-                        "1": {"text": up, "color": "green", "index": 1},
-                    },
-                }
-            ],
-            "color": {"mode": "thresholds"},
-        },
-        options={"showValue": "auto", "mergeValues": True},
-    )
+def _up_down(
+    title: str, queries: list[prometheus.Dataquery], down: str, up: str
+) -> statetimeline.Panel:
+    mappings: list[dm.ValueMapping] = [
+        dm.ValueMap(
+            options={
+                "0": dm.ValueMappingResult(text=down, color="red", index=0),
+                "1": dm.ValueMappingResult(text=up, color="green", index=1),
+            }
+        )
+    ]
+    return _timeline(title, queries, mappings=mappings, show_value=cm.VisibilityMode.AUTO, w=8, h=7)
 
 
-def ingestion_health() -> Json:
+def ingestion_health() -> dm.Dashboard:
     """Throughput, lag, rejects, batches, buffer and connections of the pipeline."""
     rejected = BY_ID["devices.rejected_ratio_10m"]
     lag = BY_ID["devices.ingest_lag_p95_s"]
     rate = "$__rate_interval"
-    panels: list[Json] = [
-        row("吞吐 Throughput"),
-        panel(
-            "stat",
+    items: list[Item] = [
+        db.Row("吞吐 Throughput"),
+        _stat(
             "Messages received /s (all collectors)",
-            [target("sum(rate(cityvitals_collector_messages_received_total[1m]))", "received")],
+            [query("sum(rate(cityvitals_collector_messages_received_total[1m]))", "received")],
+            color=cm.BigValueColorMode.VALUE,
+            graph=cm.BigValueGraphMode.AREA,
             w=6,
             h=8,
             unit="cps",
-            options={"colorMode": "value", "graphMode": "area"},
         ),
         _timeseries(
             "Messages received /s by collector",
             [
-                target(
+                query(
                     "sum by (instance) "
                     f"(rate(cityvitals_collector_messages_received_total[{rate}]))",
                     "{{instance}}",
@@ -546,11 +579,11 @@ def ingestion_health() -> Json:
         _timeseries(
             "Stored and duplicate rows /s by kind",
             [
-                target(
+                query(
                     f"sum by (kind) (rate(cityvitals_collector_readings_stored_total[{rate}]))",
                     "stored {{kind}}",
                 ),
-                target(
+                query(
                     f"sum by (kind) (rate(cityvitals_collector_duplicates_total[{rate}]))",
                     "duplicate {{kind}}",
                 ),
@@ -559,7 +592,7 @@ def ingestion_health() -> Json:
             w=9,
             description="Duplicates are re-deliveries absorbed by the unique keys (exactly once).",
         ),
-        row("时延 Lag"),
+        db.Row("时延 Lag"),
         _timeseries(
             "Receive → acknowledgement",
             _quantiles("cityvitals_collector_ack_lag_seconds"),
@@ -568,35 +601,30 @@ def ingestion_health() -> Json:
         ),
         _timeseries(
             "Since the last committed batch",
-            [target("time() - cityvitals_collector_last_commit_timestamp_seconds", "{{instance}}")],
+            [query("time() - cityvitals_collector_last_commit_timestamp_seconds", "{{instance}}")],
             unit="s",
             w=8,
             description="Alert CityVitalsIngestStalled when over 120 s while messages wait.",
         ),
         _timeseries(
             f"{lag.name_zh} {lag.name_en}",
-            [target(f'cityvitals_indicator_value{{indicator="{lag.id}", district="city"}}', "p95")],
+            [query(f'cityvitals_indicator_value{{indicator="{lag.id}", district="city"}}', "p95")],
             unit=grafana_unit(lag),
             w=8,
             description="Device timestamp → stored, from the database (indicator " + lag.id + ").",
         ),
         _timeseries(
             "Coverage of the city figures (lowest indicator)",
-            [
-                target(
-                    'min(cityvitals_indicator_coverage_ratio{district="city"})',
-                    "coverage",
-                )
-            ],
+            [query('min(cityvitals_indicator_coverage_ratio{district="city"})', "coverage")],
             unit="percentunit",
             w=24,
             description="Devices that reported in time ÷ devices that should have.",
         ),
-        row("拒收 Rejects"),
+        db.Row("拒收 Rejects"),
         _timeseries(
             "Dead letters /s by reason",
             [
-                target(
+                query(
                     f"sum by (reason) (rate(cityvitals_collector_rejected_total[{rate}]))",
                     "{{reason}}",
                 )
@@ -604,20 +632,21 @@ def ingestion_health() -> Json:
             unit="cps",
             w=12,
         ),
-        panel(
-            "stat",
+        _stat(
             "Rejected share (5 min)",
-            [target("cityvitals:collector_rejected_ratio:rate5m", "rejected")],
+            [query("cityvitals:collector_rejected_ratio:rate5m", "rejected")],
+            color=cm.BigValueColorMode.VALUE,
+            graph=cm.BigValueGraphMode.AREA,
             w=6,
             h=8,
             unit="percentunit",
-            defaults={"thresholds": threshold_steps(rejected.thresholds), "decimals": 2},
-            options={"colorMode": "value", "graphMode": "area"},
-        ),
+        )
+        .thresholds(threshold_steps(rejected.thresholds))
+        .decimals(2),
         _timeseries(
             "Devices auto-registered /s",
             [
-                target(
+                query(
                     f"sum(rate(cityvitals_collector_devices_autoregistered_total[{rate}]))",
                     "unassigned",
                 )
@@ -625,7 +654,7 @@ def ingestion_health() -> Json:
             unit="cps",
             w=6,
         ),
-        row("批次 Batches"),
+        db.Row("批次 Batches"),
         _timeseries(
             "Commit duration",
             _quantiles("cityvitals_collector_commit_duration_seconds"),
@@ -637,36 +666,36 @@ def ingestion_health() -> Json:
         ),
         _timeseries(
             "Buffer: received, not yet acknowledged",
-            [target("cityvitals_collector_buffer_messages", "{{instance}}")],
+            [query("cityvitals_collector_buffer_messages", "{{instance}}")],
             w=8,
             description="Bounded by the MQTT receive window (CITYVITALS_RECEIVE_MAXIMUM).",
         ),
-        row("连接 Connections"),
+        db.Row("连接 Connections"),
         _up_down(
             "Database reachable",
             [
-                target("cityvitals_collector_database_up", "{{instance}}"),
-                target("cityvitals_api_database_up", "{{instance}}"),
+                query("cityvitals_collector_database_up", "{{instance}}"),
+                query("cityvitals_api_database_up", "{{instance}}"),
             ],
             "down",
             "up",
         ),
         _up_down(
             "Broker connected",
-            [target("cityvitals_collector_mqtt_connected", "{{instance}}")],
+            [query("cityvitals_collector_mqtt_connected", "{{instance}}")],
             "disconnected",
             "connected",
         ),
         _up_down(
             "Scraped by Prometheus",
-            [target('up{job=~"cityvitals-.*"}', "{{job}} {{instance}}")],
+            [query('up{job=~"cityvitals-.*"}', "{{job}} {{instance}}")],
             "down",
             "up",
         ),
         _timeseries(
             "Reconnections (10 min)",
             [
-                target(
+                query(
                     "sum by (instance, target) "
                     "(increase(cityvitals_collector_reconnects_total[10m]))",
                     "{{instance}} {{target}}",
@@ -674,11 +703,11 @@ def ingestion_health() -> Json:
             ],
             w=24,
         ),
-        row("接口 API"),
+        db.Row("接口 API"),
         _timeseries(
             "Requests /s by route",
             [
-                target(
+                query(
                     "sum by (route) "
                     f"(rate(cityvitals_http_request_duration_seconds_count[{rate}]))",
                     "{{route}}",
@@ -689,15 +718,15 @@ def ingestion_health() -> Json:
         ),
         _timeseries(
             "p99 latency by route",
-            [target("route:cityvitals_http_request_duration_seconds:p99_5m", "{{route}}")],
+            [query("route:cityvitals_http_request_duration_seconds:p99_5m", "{{route}}")],
             unit="s",
             w=8,
         ),
         _timeseries(
             "Snapshot age and refresh time",
             [
-                target("cityvitals_snapshot_age_seconds", "age {{instance}}"),
-                target(
+                query("cityvitals_snapshot_age_seconds", "age {{instance}}"),
+                query(
                     "histogram_quantile(0.95, sum by (le) "
                     f"(rate(cityvitals_snapshot_refresh_duration_seconds_bucket[{rate}])))",
                     "refresh p95",
@@ -711,7 +740,7 @@ def ingestion_health() -> Json:
         "cityvitals-ingestion",
         "City Vitals · 数据接入健康 Ingestion health",
         "MQTT → collectors → database: throughput, lag, rejects, batches and connections.",
-        panels,
+        items,
     )
 
 
@@ -719,7 +748,8 @@ def render() -> dict[str, str]:
     """Every dashboard as the text of its JSON file, by file name."""
     boards = {"city-overview.json": city_overview(), "ingestion-health.json": ingestion_health()}
     return {
-        name: json.dumps(board, indent=2, ensure_ascii=False) + "\n"
+        name: json.dumps(board, cls=JSONEncoder, indent=2, sort_keys=True, ensure_ascii=False)
+        + "\n"
         for name, board in boards.items()
     }
 
