@@ -1,4 +1,4 @@
-"""The indicator catalogue of INDICATORS.md as data: the one place the API, /metrics,
+"""The indicator catalogue (docs/indicators.md) as data: the one place the API, /metrics,
 alerts, dashboards, docs and the screen read ids, names, units, levels and thresholds.
 
 Thresholds are defaults; a deployment overrides them with a JSON file
@@ -82,7 +82,7 @@ class Indicator:
     # Thresholds on the indicator's own value (city/district/site figure).
     thresholds: Thresholds | None = None
     # Thresholds per counted entity (hut, meter, site): the indicator takes the worst
-    # status among its entities, and crossings open alerts (INDICATORS.md § Alerts).
+    # status among its entities, and crossings open alerts (docs/indicators.md, Alerts).
     entity_thresholds: Thresholds | None = None
     formula: str = ""
 
@@ -321,7 +321,7 @@ CATALOGUE: tuple[Indicator, ...] = (
 
 BY_ID: dict[str, Indicator] = {i.id: i for i in CATALOGUE}
 
-# Per-entity limits that are not a single threshold line (INDICATORS.md).
+# Per-entity limits that are not a single threshold line (docs/indicators.md).
 GAS_WARNING = {"h2s_ppm": 10.0, "nh3_ppm": 25.0, "ch4_pct_lel": 10.0}
 GAS_CRITICAL = {"h2s_ppm": 15.0, "nh3_ppm": 35.0, "ch4_pct_lel": 25.0}
 FIRE_TEMP_C = 60.0
@@ -368,7 +368,7 @@ def with_overrides(path: str | Path | None) -> dict[str, Indicator]:
     return result
 
 
-# The 16 districts of Shanghai (SPEC §6), with the kind of place each mostly is; the
+# The 16 districts of Shanghai (docs/simulator.md), with the kind of place each is; the
 # simulator uses `business` to shape parking curves.
 @dataclass(frozen=True, slots=True)
 class District:

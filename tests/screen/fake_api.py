@@ -1,6 +1,6 @@
 """A canned City Vitals API for the screen's browser tests.
 
-It serves the screen's static folder and SPEC §9 JSON built from the catalogue, with
+It serves the screen's static folder and API JSON (docs/api.md) built from the catalogue, with
 ETags and 304s like the real API. A test changes the canned data between polls, or
 makes the API fail, and watches the page follow.
 """
@@ -103,7 +103,7 @@ def indicator(
     stale: bool | None = None,
     status: str | None = None,
 ) -> Json:
-    """One SPEC §9 Indicator."""
+    """One Indicator object (docs/api.md)."""
     ind = catalogue.BY_ID[ind_id]
     out: Json = {
         "id": ind.id,
@@ -186,7 +186,7 @@ class Scenario:
                 continue
             value = sum(vals) if ind.id in _SUMMED else sum(vals) / len(vals)
             # A threshold on the figure itself judges the city's figure; a per-entity
-            # threshold makes the city as bad as its worst entity (INDICATORS.md).
+            # threshold makes the city as bad as its worst entity (docs/indicators.md).
             status = status_of(ind.id, value)
             if ind.thresholds is None:
                 status = _worst([status_of(ind.id, v) for v in vals])

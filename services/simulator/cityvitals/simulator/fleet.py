@@ -1,4 +1,4 @@
-"""The reference fleet of SPEC §6: Shanghai's 16 districts, their car parks, waste huts
+"""The reference fleet (docs/simulator.md): Shanghai's 16 districts, their car parks, waste huts
 and metered buildings, built deterministically from a seed and a scale.
 
 Scale 1 is the laptop demo (about 300 devices); each unit of scale adds about 300
@@ -40,9 +40,9 @@ DISTRICT_CENTRES: dict[str, tuple[float, float]] = {
     "chongming": (31.6230, 121.3972),
 }
 
-# SPEC §4: waste huts open for drop-off 07:00-09:00 and 18:00-20:00 by default.
+# docs/registry.md: waste huts open for drop-off 07:00-09:00 and 18:00-20:00 by default.
 OPENING_HOURS: tuple[tuple[str, str], ...] = (("07:00", "09:00"), ("18:00", "20:00"))
-# INDICATORS.md: the expected report intervals per kind.
+# docs/indicators.md: the expected report intervals per kind.
 REPORT_INTERVAL_S: dict[Kind, int] = {Kind.PARKING: 600, Kind.WASTE: 300, Kind.ENERGY: 60}
 
 # Sites per unit of scale, city-wide (dealt to the 16 districts in turn).
@@ -74,7 +74,7 @@ KEY_CONSUMER_KW = 2500.0
 
 @dataclass(frozen=True, slots=True)
 class Device:
-    """One simulated device: its registry record (SPEC §4) and the traits that drive it."""
+    """One simulated device: its registry record (docs/registry.md) and the traits that drive it."""
 
     device_id: str
     kind: Kind

@@ -7,8 +7,8 @@ seed gives the same messages every time. Two clocks are involved:
   curves (occupancy, bin fill, building load), so `--speed 60` plays an hour a minute;
 - the *wall* clock stamps every reading's `ts` and paces reports (heartbeats every
   10 minutes, huts every 5, meters on the minute), so readings never trip the
-  collector's 5-minute clock-skew limit and devices stay online by INDICATORS.md's
-  rule whatever the speed.
+  collector's 5-minute clock-skew limit and devices stay online by the online rule
+  of docs/indicators.md whatever the speed.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from .fleet import Device, Fleet
 
 HEARTBEAT = timedelta(seconds=600)
 HUT_REPORT = timedelta(seconds=300)
-# INDICATORS.md gas alarm limits: a hut reports at once when it crosses one.
+# Gas alarm limits of docs/indicators.md: a hut reports at once when it crosses one.
 GAS_ALARM = {"h2s_ppm": 10.0, "nh3_ppm": 25.0, "ch4_pct_lel": 10.0}
 FIRE_C = 60.0
 
@@ -267,7 +267,7 @@ class Simulation:
                     }
                     if self._emit(d, s.topic, body, real_now, out):
                         s.next_report = real_now + HEARTBEAT
-            # A sensor now and then reports being tampered with (SPEC §3.4).
+            # A sensor now and then reports being tampered with (docs/wire.md, Events).
             if rng.random() < 0.0005 * len(lot.spaces) * dt_h:
                 self._event(rng.choice(lot.spaces).device, "tamper", real_now, out)
 
@@ -357,7 +357,7 @@ class Simulation:
         if minute <= self._energy_minute:
             return
         self._energy_minute = minute
-        # Meters report on the minute (SPEC §3.3): the reading is stamped with it.
+        # Meters report on the minute (docs/wire.md): the reading is stamped with it.
         on_the_minute = datetime.fromtimestamp(minute * 60, tz=real_now.tzinfo)
         rng = self.rng
         for m in self._meters:
@@ -397,7 +397,7 @@ class Simulation:
             self._silent[d.device_id] = real_now + timedelta(seconds=rng.uniform(*f.silent_s))
             self.stats.faults["silent"] += 1
             # What the broker would publish as this device's will, had it a connection
-            # of its own (SPEC §2).
+            # of its own (docs/wire.md, Status).
             out.append(self._status(d, online=False))
         if self._huts:
             for _ in range(_poisson(rng, f.fire_rate * len(self._huts) * dt_real_h)):

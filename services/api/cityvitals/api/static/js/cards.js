@@ -4,7 +4,7 @@
 import { has, nameOf, t } from "./i18n.js";
 import { formatAge, formatCoverage, formatValue, formatWithUnit, statusClass, unitLabel } from "./format.js";
 
-export const STALE_COVERAGE = 0.8; // INDICATORS.md: coverage below this is stale
+export const STALE_COVERAGE = 0.8; // docs/indicators.md: coverage below this is stale
 
 function el(tag, cls, parent) {
   const e = document.createElement(tag);
