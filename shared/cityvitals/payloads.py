@@ -218,6 +218,39 @@ def _status(topic: Topic, payload: bytes, received_at: datetime) -> Status | Rej
     return Rejection(Reason.SCHEMA, f"status: expected 'online' or 'offline', got {payload[:32]!r}")
 
 
+# JSON can carry U+0000 only as this escape (a raw NUL byte is malformed JSON), and
+# PostgreSQL stores no U+0000 in text or jsonb: such a message is refused here.
+_NUL_ESCAPE = b"\\u0000"
+
+
+def _nul_path(payload: bytes) -> str | None:
+    """The path of a JSON key or string holding U+0000, or None (also for bad JSON)."""
+    try:
+        doc = msgspec.json.decode(payload)
+    except msgspec.DecodeError:
+        return None
+    # Iterative: a deeply nested document must not exhaust the interpreter's stack.
+    stack: list[tuple[str, Any]] = [("$", doc)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return path
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if "\x00" in key:
+                    return f"{path}.{key}"
+                stack.append((f"{path}.{key}", item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+    return None
+
+
+def printable(text: str) -> str:
+    """Text with U+0000 spelled as an escape, so that the database can store it."""
+    return text.replace("\x00", "\\u0000")
+
+
 def parse_message(
     topic_name: str, payload: bytes, received_at: datetime, *, prefix: str, limits: Limits
 ) -> Message | Rejection:
@@ -231,6 +264,11 @@ def parse_message(
         )
     if topic.channel is Channel.STATUS:
         return _status(topic, payload, received_at)
+    if _NUL_ESCAPE in payload:
+        where = _nul_path(payload)
+        if where is not None:
+            field = where[2:] if where.startswith("$.") else where
+            return Rejection(Reason.SCHEMA, f"{printable(field)}: a string holds U+0000")
     try:
         if topic.channel is Channel.EVENT:
             return _event(topic, payload, received_at, limits)

@@ -17,6 +17,9 @@ class Reason(enum.StrEnum):
     OUT_OF_RANGE = "out_of_range"
     CLOCK_SKEW = "clock_skew"
     TOO_OLD = "too_old"
+    # Passed every check above, and the database still refused it (its error is the
+    # detail): a refusal of the data, never mistaken for an outage.
+    UNSTORABLE = "unstorable"
 
 
 @dataclass(frozen=True, slots=True)

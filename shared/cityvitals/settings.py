@@ -110,6 +110,15 @@ class CollectorSettings(LimitSettings):
 
     client_id: str = ""
     share_group: str = "cityvitals"
+    # `auto`: the shared subscription where the broker keeps it across its own restart
+    # (Mosquitto 2.1 and later, with persist-sqlite), a plain persistent one elsewhere;
+    # `on` always shares (with a warning where that can lose); `off` never does.
+    shared_subscription: Literal["auto", "on", "off"] = "auto"
+    # How long start-up waits for an unreachable broker or database before giving up.
+    startup_wait_s: float = Field(default=15.0, ge=0)
+    # On SIGTERM, how long a collector leaving its group may take to store what the
+    # broker already queued for it.
+    drain_timeout_s: float = Field(default=20.0, gt=0)
     # MQTT 5 Receive Maximum (SPEC §2): the unacknowledged window, and so the bound
     # of what the collector holds in memory while the database is away.
     receive_maximum: int = Field(default=20000, ge=1, le=65535)

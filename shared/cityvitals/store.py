@@ -6,6 +6,12 @@ absorbed by the unique keys. In the same transaction the batch maintains the lat
 state per device (late readings never overwrite a newer one), the daily and hourly
 aggregates the API reads, device liveness, auto-registration, dead letters and the
 per-minute ingest counters. The collector and dead-letter replay both use it.
+
+A refusal of the data is not an outage. When the database refuses a batch (a data
+exception, an integrity or a program-limit error: `is_refusal`), the batch is split in
+halves under savepoints until the refused messages stand alone; each becomes a dead
+letter `unstorable` with the database's error as its detail and the rest is stored in
+the same transaction. One refused message costs about 2·log2(batch) extra attempts.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from cityvitals.payloads import (
     Status,
     WastePayload,
     parse_message,
+    printable,
 )
 from cityvitals.reasons import Reason, Rejection
 from cityvitals.timeutil import utcnow
@@ -53,6 +60,8 @@ class BatchResult:
     duplicates: Counter[str] = field(default_factory=Counter)
     rejected: Counter[Reason] = field(default_factory=Counter)
     autoregistered: int = 0
+    # Attempts the database refused while isolating unstorable messages.
+    refusals: int = 0
 
     def add(self, other: BatchResult) -> None:
         """Fold another result into this one."""
@@ -61,6 +70,30 @@ class BatchResult:
         self.duplicates.update(other.duplicates)
         self.rejected.update(other.rejected)
         self.autoregistered += other.autoregistered
+        self.refusals += other.refusals
+
+
+# SQLSTATE classes in which the database refuses the data itself (PostgreSQL appendix
+# A): 22 data exception (a value it cannot store), 23 integrity constraint violation,
+# 54 program limit exceeded (a row or key too large). Retrying the same data can never
+# succeed; anything else (a lost connection, a shutdown, a conflict) can.
+REFUSAL_CLASSES = ("22", "23", "54")
+
+
+def is_refusal(err: BaseException) -> bool:
+    """Whether a database error refuses the data rather than reporting a fault."""
+    if not isinstance(err, psycopg.Error) or not err.sqlstate:
+        return False
+    return err.sqlstate[:2] in REFUSAL_CLASSES
+
+
+def refusal_detail(err: psycopg.Error) -> str:
+    """The database's error as a dead letter's detail."""
+    diag = err.diag
+    text = diag.message_primary or str(err).strip() or type(err).__name__
+    if diag.message_detail:
+        text = f"{text} ({diag.message_detail})"
+    return printable(f"database refused it: {err.sqlstate} {text}")[:1000]
 
 
 # Staging tables: one per kind, created once per connection, emptied at each commit.
@@ -158,6 +191,13 @@ def _ensure_staging(conn: psycopg.Connection) -> None:
                 "ON COMMIT DELETE ROWS"
             ).format(sql.Identifier(_fresh_name(kind)), sql.Identifier(f"readings_{kind.value}"))
         )
+
+
+# Empties the staging tables between the parts of a batch being isolated; a commit
+# empties them otherwise (ON COMMIT DELETE ROWS).
+_CLEAR_STAGING = "; ".join(
+    f"DELETE FROM {name(kind)}" for kind in Kind for name in (_stage_name, _fresh_name)
+)
 
 
 def _cols(kind: Kind) -> list[str]:
@@ -316,9 +356,11 @@ SELECT width_bucket(extract(epoch FROM %(now)s - ts)::float8, %(bounds)s::float8
 FROM {fresh} GROUP BY 1
 """
 # Every device that spoke: its liveness, and registration as `unassigned` if unknown.
+# A message's age counts from its `ts` (the receive time where it had none), so a
+# backlog of old readings delivered now does not make a device look current.
 _SEEN = """
 INSERT INTO device_state AS d (device_id, kind, last_seen_at)
-SELECT device_id, %(kind)s, max(received_at) FROM {stage} GROUP BY device_id
+SELECT device_id, %(kind)s, max(ts) FROM {stage} GROUP BY device_id
 ORDER BY device_id
 ON CONFLICT (device_id) DO UPDATE SET
     last_seen_at = GREATEST(d.last_seen_at, excluded.last_seen_at)
@@ -353,9 +395,10 @@ class BatchWriter:
 
     def parse(
         self, batch: Iterable[Incoming]
-    ) -> tuple[list[Message], list[tuple[Incoming, Rejection]]]:
-        """Parse a batch into valid messages and rejections."""
+    ) -> tuple[list[Message], list[Incoming], list[tuple[Incoming, Rejection]]]:
+        """Parse a batch into valid messages, what each came from, and rejections."""
         messages: list[Message] = []
+        sources: list[Incoming] = []
         rejections: list[tuple[Incoming, Rejection]] = []
         for m in batch:
             parsed = parse_message(
@@ -365,7 +408,8 @@ class BatchWriter:
                 rejections.append((m, parsed))
             else:
                 messages.append(parsed)
-        return messages, rejections
+                sources.append(m)
+        return messages, sources, rejections
 
     def write(self, conn: psycopg.Connection, batch: Sequence[Incoming]) -> BatchResult:
         """Parse and store a batch in one transaction, and commit it.
@@ -373,9 +417,9 @@ class BatchWriter:
         A `psycopg.errors.DeadlockDetected` means another writer locked the same
         devices in another order; nothing was stored and the batch can be retried.
         """
-        messages, rejections = self.parse(batch)
+        messages, sources, rejections = self.parse(batch)
         try:
-            result = self.store_parsed(conn, messages, rejections)
+            result = self.store_parsed(conn, messages, rejections, sources=sources)
             conn.commit()
         except BaseException:
             conn.rollback()
@@ -389,14 +433,25 @@ class BatchWriter:
         rejections: Sequence[tuple[Incoming, Rejection]] = (),
         *,
         dead_letter: bool = True,
+        sources: Sequence[Incoming] | None = None,
     ) -> BatchResult:
-        """Store parsed messages and dead-letter rejections; the caller commits."""
+        """Store parsed messages and dead-letter rejections; the caller commits.
+
+        Messages the database refuses are counted in `rejected` as `unstorable` while
+        the rest is stored, and dead-lettered with their `sources` (what each message
+        came from) when `dead_letter`; only faults (outage, conflict) raise.
+        """
+        if dead_letter and messages and (sources is None or len(sources) != len(messages)):
+            raise ValueError("dead-lettering refused messages needs the source of each")
         pid = conn.info.backend_pid
         if pid not in self._staged:
             _ensure_staging(conn)
             self._staged.add(pid)
+        paired: list[tuple[Incoming | None, Message]] = list(
+            zip(sources if sources is not None else [None] * len(messages), messages, strict=True)
+        )
         try:
-            return self._store(conn, messages, rejections, dead_letter=dead_letter)
+            return self._store(conn, paired, rejections, dead_letter=dead_letter)
         except BaseException:
             # A failed transaction may have lost the staging tables with its session;
             # make sure the next attempt creates them again.
@@ -406,13 +461,68 @@ class BatchWriter:
     def _store(
         self,
         conn: psycopg.Connection,
-        messages: Sequence[Message],
+        messages: Sequence[tuple[Incoming | None, Message]],
         rejections: Sequence[tuple[Incoming, Rejection]],
         *,
         dead_letter: bool,
     ) -> BatchResult:
         now = utcnow()
         result = BatchResult(received=len(messages) + len(rejections))
+        lag_counts = [0] * (len(LAG_BOUNDS_S) + 1)
+        refused: list[tuple[Incoming | None, Rejection]] = []
+        if messages:
+            self._store_isolating(conn, messages, result, lag_counts, now, refused)
+        rejected = [*rejections, *refused]
+        if dead_letter and rejected:
+            self._dead_letters(conn, [(m, r) for m, r in rejected if m is not None])
+        for _, rej in rejected:
+            result.rejected[rej.reason] += 1
+        self._ingest_counters(conn, result, lag_counts, now)
+        return result
+
+    def _store_isolating(
+        self,
+        conn: psycopg.Connection,
+        messages: Sequence[tuple[Incoming | None, Message]],
+        result: BatchResult,
+        lag_counts: list[int],
+        now: datetime,
+        refused: list[tuple[Incoming | None, Rejection]],
+        *,
+        isolating: bool = False,
+    ) -> None:
+        """Store messages under a savepoint; on a refusal, split until it stands alone."""
+        part = BatchResult()
+        part_lags = [0] * len(lag_counts)
+        try:
+            with conn.transaction():
+                self._store_messages(conn, [m for _, m in messages], part, part_lags, now)
+        except psycopg.Error as err:
+            if not is_refusal(err):
+                raise
+            result.refusals += 1
+            if len(messages) == 1:
+                refused.append((messages[0][0], Rejection(Reason.UNSTORABLE, refusal_detail(err))))
+                return
+            half = len(messages) // 2
+            for piece in (messages[:half], messages[half:]):
+                self._store_isolating(conn, piece, result, lag_counts, now, refused, isolating=True)
+            return
+        if isolating:
+            # The next part must not see this part's rows in the staging tables.
+            conn.execute(_CLEAR_STAGING)
+        result.add(part)
+        for i, n in enumerate(part_lags):
+            lag_counts[i] += n
+
+    def _store_messages(
+        self,
+        conn: psycopg.Connection,
+        messages: Sequence[Message],
+        result: BatchResult,
+        lag_counts: list[int],
+        now: datetime,
+    ) -> None:
         readings: dict[Kind, list[Reading]] = defaultdict(list)
         events: list[Event] = []
         statuses: list[Status] = []
@@ -426,23 +536,17 @@ class BatchWriter:
                 events.append(msg)
             else:
                 statuses.append(msg)
+            when = msg.ts if isinstance(msg, Event) else msg.received_at
             prev = seen.get(msg.device_id)
-            if prev is None or msg.received_at > prev[1]:
-                seen[msg.device_id] = (msg.kind.value, msg.received_at)
+            if prev is None or when > prev[1]:
+                seen[msg.device_id] = (msg.kind.value, when)
 
-        lag_counts = [0] * (len(LAG_BOUNDS_S) + 1)
         for kind in sorted(readings):
             self._store_readings(conn, kind, readings[kind], result, lag_counts, now)
         self._store_events(conn, events, result)
         result.stored["status"] += len(statuses)
         self._device_state(conn, seen, statuses)
         result.autoregistered += self._autoregister_other(conn, seen)
-        if dead_letter and rejections:
-            self._dead_letters(conn, rejections)
-        for _, rej in rejections:
-            result.rejected[rej.reason] += 1
-        self._ingest_counters(conn, result, lag_counts, now)
-        return result
 
     def _store_readings(
         self,
@@ -595,12 +699,14 @@ class BatchWriter:
         ):
             copy.set_types(["text", "bytea", "text", "text", "timestamptz", "text"])
             for m, rej in rejections:
+                # Text the database cannot hold (U+0000) is spelled out: a dead letter
+                # itself is never refused.
                 copy.write_row(
                     (
-                        m.topic,
+                        printable(m.topic),
                         m.payload,
                         rej.reason.value,
-                        rej.detail,
+                        printable(rej.detail),
                         m.received_at,
                         self.collector,
                     )

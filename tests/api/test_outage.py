@@ -6,17 +6,15 @@ import httpx
 
 from cityvitals.api.main import create_app
 from cityvitals.cli.localstack import PostgresServer
-from cityvitals.db.migrate import run_migrations
-from cityvitals.settings import ApiSettings, MigrateSettings
+from cityvitals.settings import ApiSettings
 from tests.api.test_openapi import serve
 from tests.fix_services import wait_until
 
 
 def test_database_outage_serves_stale_snapshot_and_readyz_503(
-    private_postgres: PostgresServer,
+    private_db: tuple[PostgresServer, str],
 ) -> None:
-    url = private_postgres.url
-    run_migrations(MigrateSettings(database_url=url))
+    private_postgres, url = private_db
     settings = ApiSettings(database_url=url, snapshot_interval_s=0.2)
     with serve(create_app(settings)) as base, httpx.Client(base_url=base, timeout=10) as http:
         assert http.get("/readyz").status_code == 200

@@ -22,8 +22,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cityvitals.cli.localstack import MosquittoServer, PostgresServer
-from cityvitals.db.migrate import run_migrations
-from cityvitals.settings import MigrateSettings, parse_mqtt_url
+from cityvitals.settings import parse_mqtt_url
 from tests.fix_services import CollectorProcess, wait_until
 
 pytestmark = pytest.mark.slow
@@ -175,13 +174,6 @@ def test_readings_redelivered_after_sigkill_are_stored_once(
     assert pub.acked == N
     _assert_counters_add_up(second.metrics())
     _record("collector SIGKILL mid-load", N, _stored(database_url), second.metrics())
-
-
-@pytest.fixture
-def private_db(private_postgres: PostgresServer) -> tuple[PostgresServer, str]:
-    url = private_postgres.url
-    run_migrations(MigrateSettings(database_url=url))
-    return private_postgres, url
 
 
 def test_database_outage_during_load_loses_nothing(

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from cityvitals.reasons import Reason
+from tests.collector.refusal import REFUSED_KW, install_refusal
 from tests.fix_services import CollectorProcess, Publisher, wait_until
 
 Factory = Callable[..., CollectorProcess]
@@ -139,6 +140,7 @@ def test_every_reason_code_reaches_dead_letters_with_its_detail(
 ) -> None:
     p = topic_prefix
     now = datetime.now(UTC)
+    install_refusal(database_url)
     cases: dict[Reason, tuple[str, bytes, str]] = {
         Reason.UNKNOWN_KIND: (f"{p}/water/wm-1/telemetry", b"{}", "topic.kind"),
         Reason.BAD_TOPIC: (f"{p}/parking/bad id!/telemetry", b"{}", "topic.device_id"),
@@ -163,6 +165,11 @@ def test_every_reason_code_reaches_dead_letters_with_its_detail(
             f"{p}/parking/pk-1/telemetry",
             json.dumps({"occupied": True, "ts": _iso(now - timedelta(days=8))}).encode(),
             "ts",
+        ),
+        Reason.UNSTORABLE: (
+            f"{p}/energy/em-1/telemetry",
+            json.dumps({"active_power_kw": REFUSED_KW}).encode(),
+            "22023",
         ),
     }
     publisher.publish_all([(t, b) for t, b, _ in cases.values()])
@@ -273,9 +280,10 @@ def test_two_collectors_on_one_host_without_client_ids_share_the_load(
 ) -> None:
     # Without CITYVITALS_CLIENT_ID the id comes from the host name and the metrics port,
     # so two collectors on one host neither take each other's session nor lose it on a
-    # restart.
-    first = collector_factory(database_url, mqtt_url, topic_prefix, client_id="")
-    second = collector_factory(database_url, mqtt_url, topic_prefix, client_id="")
+    # restart. The session broker is Debian's 2.0, where `auto` would not share.
+    share = {"client_id": "", "shared_subscription": "on"}
+    first = collector_factory(database_url, mqtt_url, topic_prefix, **share)
+    second = collector_factory(database_url, mqtt_url, topic_prefix, **share)
     first.start_and_wait()
     second.start_and_wait()
     now = datetime.now(UTC).replace(microsecond=0)

@@ -22,7 +22,11 @@ import psycopg
 
 # PostgreSQL refuses to run as root; when we are root we run it as this user.
 PG_SERVICE_USER = "postgres"
-MOSQUITTO_SERVICE_USER = "mosquitto"
+# Debian's broker: the embedded default of `make run` and the test suite.
+DEBIAN_MOSQUITTO = Path("/usr/sbin/mosquitto")
+# The persist-sqlite plugin of Mosquitto 2.1, relative to its install prefix: with it
+# the broker keeps shared subscriptions across its own restart (docs/ingestion.md).
+PERSIST_SQLITE_PLUGIN = "lib/mosquitto_persist_sqlite.so"
 
 
 class StackError(RuntimeError):
@@ -78,6 +82,16 @@ def _find_pg_bindir() -> Path:
     )
 
 
+def timescale_installed(bindir: Path | None = None) -> bool:
+    """Whether the TimescaleDB extension is installed for these server binaries."""
+    try:
+        bindir = bindir or _find_pg_bindir()
+    except StackError:
+        return False
+    major = bindir.parent.name
+    return Path(f"/usr/share/postgresql/{major}/extension/timescaledb.control").exists()
+
+
 def _demote_user() -> str | None:
     """The user to run a server as: None when we are not root."""
     if os.geteuid() != 0:
@@ -122,11 +136,19 @@ class PostgresServer:
     database: str = "cityvitals"
     durable: bool = True
     log_file: Path | None = None
+    # Load TimescaleDB at server start when it is installed (it must be preloaded to
+    # be usable); False gives a server that has it installed but not preloaded.
+    preload_timescale: bool = True
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         # The server runs with its own working directory: paths must be absolute.
         self.data_dir = self.data_dir.absolute()
+
+    @property
+    def timescale(self) -> bool:
+        """Whether this server runs with TimescaleDB loaded."""
+        return self.preload_timescale and timescale_installed()
 
     @property
     def url(self) -> str:
@@ -200,6 +222,13 @@ class PostgresServer:
             "-c",
             "max_wal_size=2GB",
         ]
+        if self.timescale:
+            args += [
+                "-c",
+                "shared_preload_libraries=timescaledb",
+                "-c",
+                "timescaledb.telemetry_level=off",
+            ]
         if not self.durable:
             # Test clusters trade crash safety for speed; they are thrown away anyway.
             args += [
@@ -264,13 +293,19 @@ class PostgresServer:
 
 @dataclass
 class MosquittoServer:
-    """A Mosquitto broker with the project's queue settings on a loopback port."""
+    """A Mosquitto broker with the project's queue settings on a loopback port.
+
+    `home` is the install prefix of a Mosquitto 2.1 build (`sbin/mosquitto` and the
+    persist-sqlite plugin under it); without it, Debian's broker runs with its own
+    persistence file.
+    """
 
     work_dir: Path
     port: int
     persistence: bool = True
     extra_config: str = ""
     log_file: Path | None = None
+    home: Path | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -281,6 +316,32 @@ class MosquittoServer:
         """The `mqtt://` URL of the broker."""
         return f"mqtt://127.0.0.1:{self.port}"
 
+    @property
+    def binary(self) -> Path:
+        """The broker executable."""
+        if self.home is not None:
+            return self.home / "sbin" / "mosquitto"
+        found = shutil.which("mosquitto")
+        return Path(found) if found else DEBIAN_MOSQUITTO
+
+    def _persistence_lines(self) -> list[str]:
+        if not self.persistence:
+            return ["persistence false"]
+        if self.home is not None:
+            # 2.1 refuses `persistence true` beside a persistence plugin; the plugin
+            # keeps its database in persistence_location and, with a flush period of
+            # 0, commits every change at once (nothing is lost to a SIGKILL).
+            return [
+                f"persistence_location {self.work_dir}/",
+                f"plugin {self.home / PERSIST_SQLITE_PLUGIN}",
+                "plugin_opt_flush_period 0",
+            ]
+        return [
+            "persistence true",
+            f"persistence_location {self.work_dir}/",
+            "autosave_interval 30",
+        ]
+
     def config_text(self) -> str:
         """The broker configuration: the shipped queue limits on a loopback listener."""
         from cityvitals.brokerconf import queue_settings
@@ -288,9 +349,7 @@ class MosquittoServer:
         lines = [
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
-            f"persistence {'true' if self.persistence else 'false'}",
-            f"persistence_location {self.work_dir}/",
-            "autosave_interval 30",
+            *self._persistence_lines(),
             "log_dest stderr",
             "log_type error",
             "log_type warning",
@@ -306,18 +365,20 @@ class MosquittoServer:
         """Write the config, start the broker and wait for its port."""
         if port_in_use(self.port):
             raise StackError(f"port {self.port} is already in use: set another MQTT port")
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not Path(binary).exists():
+        binary = self.binary
+        if not binary.exists():
             raise StackError(
-                "no mosquitto binary: install Debian's `mosquitto` package "
+                f"no mosquitto binary at {binary}: install Debian's `mosquitto` package "
                 "(make run and make test do this when run as root)"
             )
+        if self.home is not None and not (self.home / PERSIST_SQLITE_PLUGIN).exists():
+            raise StackError(f"no persist-sqlite plugin under {self.home}")
         self.work_dir.mkdir(parents=True, exist_ok=True)
         conf = self.work_dir / "mosquitto.conf"
         conf.write_text(self.config_text())
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [binary, "-c", str(conf)],
+            [str(binary), "-c", str(conf)],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

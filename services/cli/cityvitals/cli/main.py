@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from cityvitals import logs
+from cityvitals.startup import reported
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -26,9 +27,10 @@ def migrate() -> None:
     from cityvitals.db.migrate import run_migrations
     from cityvitals.settings import MigrateSettings
 
-    settings = MigrateSettings()
-    logs.configure(settings.log_level, settings.log_format)
-    result = run_migrations(settings)
+    with reported("migrate"):
+        settings = MigrateSettings()
+        logs.configure(settings.log_level, settings.log_format)
+        result = run_migrations(settings)
     typer.echo(f"migrated to {result.revision} ({result.storage})")
 
 
@@ -38,9 +40,11 @@ def collector() -> None:
     from cityvitals.collector.main import run
     from cityvitals.settings import CollectorSettings
 
-    settings = CollectorSettings()
-    logs.configure(settings.log_level, settings.log_format)
-    raise typer.Exit(run(settings))
+    with reported("collector"):
+        settings = CollectorSettings()
+        logs.configure(settings.log_level, settings.log_format)
+        code = run(settings)
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -49,9 +53,11 @@ def api() -> None:
     from cityvitals.api.main import run
     from cityvitals.settings import ApiSettings
 
-    settings = ApiSettings()
-    logs.configure(settings.log_level, settings.log_format)
-    raise typer.Exit(run(settings))
+    with reported("api"):
+        settings = ApiSettings()
+        logs.configure(settings.log_level, settings.log_format)
+        code = run(settings)
+    raise typer.Exit(code)
 
 
 @app.command(

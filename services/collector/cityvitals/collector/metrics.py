@@ -47,6 +47,15 @@ LAST_COMMIT = Gauge(
     "cityvitals_collector_last_commit_timestamp_seconds", "Unix time of the last committed batch"
 )
 DB_ERRORS = Counter("cityvitals_collector_database_errors", "Failed batch attempts")
+REFUSALS = Counter(
+    "cityvitals_collector_database_refusals",
+    "Batch attempts the database refused for their data (the refused messages are "
+    "isolated and dead-lettered as unstorable; never an outage)",
+)
+SHARED = Gauge(
+    "cityvitals_collector_shared_subscription",
+    "1 when the collector takes its share of a shared subscription, 0 for a plain one",
+)
 CONFLICTS = Counter(
     "cityvitals_collector_batch_conflicts",
     "Batches retried because another collector wrote the same devices",
@@ -74,6 +83,8 @@ def record(result: BatchResult) -> None:
         REJECTED.labels(reason=reason.value).inc(n)
     if result.autoregistered:
         AUTOREGISTERED.inc(result.autoregistered)
+    if result.refusals:
+        REFUSALS.inc(result.refusals)
 
 
 def serve(host: str, port: int) -> None:
