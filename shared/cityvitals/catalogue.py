@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -85,6 +86,10 @@ class Indicator:
     # status among its entities, and crossings open alerts (docs/indicators.md, Alerts).
     entity_thresholds: Thresholds | None = None
     formula: str = ""
+
+    def served(self, value: float | None) -> float | int | None:
+        """The value as served: rounded to the precision of the indicator's unit."""
+        return rounded(value, self.unit)
 
 
 def _i(
@@ -320,6 +325,37 @@ CATALOGUE: tuple[Indicator, ...] = (
 )
 
 BY_ID: dict[str, Indicator] = {i.id: i for i in CATALOGUE}
+
+# Decimal places a served value keeps, per unit: a precision that fits the unit
+# (docs/indicators.md, Rounding). Counts are whole numbers. Coverage is served as a
+# ratio and data ages in seconds.
+DECIMALS: dict[str, int] = {
+    "ratio": 4,
+    "per space": 4,
+    "count": 0,
+    "%": 1,
+    "kW": 2,
+    "kWh": 2,
+    "kg": 2,
+    "t CO2": 3,
+    "s": 2,
+}
+_UNROUNDED = sorted({i.unit for i in CATALOGUE} - DECIMALS.keys())
+if _UNROUNDED:
+    raise RuntimeError(f"catalogue units without a precision in DECIMALS: {_UNROUNDED}")
+
+
+def rounded(value: float | None, unit: str) -> float | int | None:
+    """A value rounded to its unit's precision: counts as integers, NaN and infinities as
+    None (JSON has neither), and never a negative zero."""
+    if value is None or not math.isfinite(value):
+        return None
+    places = DECIMALS[unit]
+    if places == 0:
+        return round(value)
+    # Adding 0.0 turns the -0.0 that rounding a tiny negative value gives into 0.0.
+    return round(value, places) + 0.0
+
 
 # Per-entity limits that are not a single threshold line (docs/indicators.md).
 GAS_WARNING = {"h2s_ppm": 10.0, "nh3_ppm": 25.0, "ch4_pct_lel": 10.0}

@@ -8,7 +8,6 @@ feed it rows and a `now` and check hand-computed figures.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -898,10 +897,3 @@ def empty_snapshot(cfg: Config, now: datetime) -> Snapshot:
         cfg=cfg,
         now=now,
     )
-
-
-def finite(value: float | None) -> float | None:
-    """A JSON-safe number: NaN and infinities become null."""
-    if value is None or not math.isfinite(value):
-        return None
-    return value

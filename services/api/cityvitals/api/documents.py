@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from cityvitals.api.compute import Figure, Scope, Site, Snapshot, finite
-from cityvitals.catalogue import DISTRICT_BY_ID, DISTRICTS, Indicator
+from cityvitals.api.compute import Figure, Scope, Site, Snapshot
+from cityvitals.catalogue import DISTRICT_BY_ID, DISTRICTS, Indicator, rounded
 
 # gzip level 5: close to level 9's size on JSON at a fraction of the CPU.
 GZIP_LEVEL = 5
@@ -47,21 +47,22 @@ def iso(ts: datetime) -> str:
 def figure_doc(
     f: Figure, catalogue: dict[str, Indicator], now: datetime, *, degraded: bool
 ) -> dict[str, Any]:
-    """The API's Indicator object for one figure."""
+    """The API's Indicator object for one figure, every number rounded to its unit's
+    precision (the breakdown `by` in the indicator's unit)."""
     ind = catalogue[f.id]
-    age = f.data_age_s(now)
     doc: dict[str, Any] = {
         "id": f.id,
         "name": {"zh": ind.name_zh, "en": ind.name_en},
-        "value": finite(f.value),
+        "value": ind.served(f.value),
         "unit": ind.unit,
         "status": f.status.label,
-        "coverage": finite(f.coverage),
-        "data_age_s": round(age, 3) if age is not None else None,
+        "coverage": rounded(f.coverage, "ratio"),
+        "data_age_s": rounded(f.data_age_s(now), "s"),
+        # Judged on the unrounded figures, so rounding never hides a short coverage.
         "stale": degraded or f.stale(now),
     }
     if f.by is not None:
-        doc["by"] = {k: finite(v) for k, v in f.by.items()}
+        doc["by"] = {k: ind.served(v) for k, v in f.by.items()}
     return doc
 
 
