@@ -1,6 +1,6 @@
 """Broker limits the project ships (deploy/mosquitto/mosquitto.conf holds the same lines).
 
-Sized for SPEC §2 and §8: a collector that is slow or away for 60 s at 20,000 msg/s
+Sized for docs/wire.md (delivery guarantee) and docs/targets.md: a collector that is slow or away for 60 s at 20,000 msg/s
 leaves 1.2 million QoS 1 messages queued in its persistent session, and the stock
 limit (1,000 queued messages) would drop all but the first thousand.
 """
@@ -25,7 +25,7 @@ QUEUE_SETTINGS: tuple[tuple[str, str, str], ...] = (
         "0",
         "no byte cap: the message count above is the bound (about 0.5 GB of readings)",
     ),
-    ("queue_qos0_messages", "false", "QoS 0 is best effort by contract (SPEC §2)"),
+    ("queue_qos0_messages", "false", "QoS 0 is best effort by contract (docs/wire.md)"),
     (
         "persistent_client_expiration",
         "7d",

@@ -19,6 +19,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from cityvitals.brokerconf import QUEUE_SETTINGS, queue_settings
 from cityvitals.cli.localstack import free_port, wait_for_port
+from tests.fix_servers import mosquitto_21_home
 
 MOSQUITTO_DIR = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto"
 PASSWORDS = {
@@ -47,8 +48,29 @@ def _binary(name: str) -> str:
     return found
 
 
-def _localise(text: str, work: Path, port: int, tls_port: int) -> str:
-    """Point the container paths at `work` and the listeners at loopback test ports."""
+PLUGIN = "/usr/lib/mosquitto_persist_sqlite.so"
+
+
+def _broker_binary() -> tuple[str, Path | None]:
+    """Mosquitto 2.1 when the suite has it (the production broker), else Debian's 2.0."""
+    home = mosquitto_21_home()
+    if home is not None and (home / "sbin" / "mosquitto").exists():
+        return str(home / "sbin" / "mosquitto"), home
+    return _binary("mosquitto"), None
+
+
+def _localise(text: str, work: Path, port: int, tls_port: int, home: Path | None = None) -> str:
+    """Point the container paths at `work` and the listeners at loopback test ports.
+
+    On Debian's 2.0, which has no persist-sqlite plugin, the plugin lines give way to
+    its own persistence file; everything else (users, ACL, TLS) is checked as shipped.
+    """
+    if home is not None:
+        text = text.replace(PLUGIN, str(home / "lib" / "mosquitto_persist_sqlite.so"))
+    else:
+        text = text.replace(f"plugin {PLUGIN}", "persistence true").replace(
+            "plugin_opt_flush_period 0\n", ""
+        )
     text = text.replace("/mosquitto/config/", f"{work}/").replace("/mosquitto/", f"{work}/")
     text = re.sub(r"^listener 1883$", f"listener {port} 127.0.0.1", text, flags=re.M)
     return re.sub(r"^listener 8883$", f"listener {tls_port} 127.0.0.1", text, flags=re.M)
@@ -86,14 +108,15 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     port, tls_port = free_port(), free_port()
     tls = (MOSQUITTO_DIR / "conf.d" / "tls.conf.example").read_text()
     (work / "conf.d" / "tls.conf").write_text(_localise(tls, work, port, tls_port))
-    conf = _localise((MOSQUITTO_DIR / "mosquitto.conf").read_text(), work, port, tls_port)
+    binary, home = _broker_binary()
+    conf = _localise((MOSQUITTO_DIR / "mosquitto.conf").read_text(), work, port, tls_port, home)
     if os.geteuid() == 0:
         # Stay root: the scratch folder is not readable by the `mosquitto` user.
         conf += "\nuser root\n"
     (work / "mosquitto.conf").write_text(conf)
     log = (work / "mosquitto.log").open("wb")
     proc = subprocess.Popen(
-        [_binary("mosquitto"), "-c", str(work / "mosquitto.conf")],
+        [binary, "-c", str(work / "mosquitto.conf")],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -262,6 +285,17 @@ def test_device_does_not_receive_other_devices_readings(
     _publish(nosy, "city/parking/pk-0001/status", b"online")
 
     assert nosy.received == []
+
+
+def test_collector_reads_the_broker_version_it_chooses_its_subscription_by(
+    broker: Broker, clients: list[Client]
+) -> None:
+    collector = _open(clients, broker, "collector")
+    _subscribe(collector, "$SYS/broker/version")
+    collector.wait("the broker version", lambda: len(collector.received) == 1)
+    topic, version = collector.received[0]
+    assert topic == "$SYS/broker/version"
+    assert version.startswith(b"mosquitto version 2.")
 
 
 def test_collector_cannot_publish_readings(broker: Broker, clients: list[Client]) -> None:
