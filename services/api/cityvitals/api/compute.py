@@ -1,6 +1,6 @@
 """From aggregated rows to indicator figures: pure Python, the clock passed in.
 
-`build_snapshot` turns what `queries` read into every indicator of INDICATORS.md at
+`build_snapshot` turns what `queries` read into every indicator of the catalogue at
 every level it lists (city, the 16 districts, sites), with status, coverage, data
 age and the per-entity checks that alerts are made of. It does no I/O, so tests
 feed it rows and a `now` and check hand-computed figures.
@@ -856,9 +856,6 @@ def build_fast_snapshot(
 
 
 def _finish(b: Builder, unassigned: int, ingest: list[IngestRow], slow: SlowInputs) -> Snapshot:
-    all_keys: tuple[str | None, ...] = (*(d.id for d in DISTRICTS), None)
-    # Devices in a district the catalogue does not know count for the city only.
-    all_keys = tuple(dict.fromkeys((*all_keys, *b.accs)))
     districts: dict[str, Scope] = {}
     for d in DISTRICTS:
         acc = b.accs.get(d.id) or _Acc()
@@ -871,20 +868,32 @@ def _finish(b: Builder, unassigned: int, ingest: list[IngestRow], slow: SlowInpu
             slow=slow,
             slow_keys=(d.id,),
         )
-    city_scope = b.scope(
+    # The city counts every device in scope: those of the 16 districts, those without a
+    # district and those in a district the catalogue does not know.
+    city_keys: tuple[str | None, ...] = tuple(
+        dict.fromkeys(
+            (
+                *(d.id for d in DISTRICTS),
+                None,
+                *b.accs,
+                *(slow.transitions or {}),
+                *(slow.completeness or {}),
+            )
+        )
+    )
+    city = b.scope(
         CITY,
         b.city,
         level="city",
         unassigned=unassigned,
         ingest=ingest,
         slow=slow,
-        slow_keys=all_keys,
+        slow_keys=city_keys,
     )
-    # INDICATORS.md: "the city's [status] is the worst of its districts'". City-only
-    # indicators (ingest lag, rejected ratio, unassigned devices) carry their own status
-    # and alerts, but do not raise the city's status.
-    worst_district = max((s.status for s in districts.values()), default=Status.NORMAL)
-    city = Scope(CITY, worst_district, city_scope.figures)
+    # The city's status is the worst of its districts' and of its own figures' (the
+    # city-only ones included): a critical hut without a district makes it critical.
+    worst = max((city.status, *(s.status for s in districts.values())))
+    city = Scope(CITY, worst, city.figures)
     sites = {d: tuple(sorted(ss, key=lambda s: (s.kind, s.id))) for d, ss in b.sites.items()}
     return Snapshot(b.now, city, districts, sites, tuple(b.checks))
 
