@@ -1,8 +1,9 @@
 """Broker limits the project ships (deploy/mosquitto/mosquitto.conf holds the same lines).
 
-Sized for docs/wire.md (delivery guarantee) and docs/targets.md: a collector that is slow or away for 60 s at 20,000 msg/s
-leaves 1.2 million QoS 1 messages queued in its persistent session, and the stock
-limit (1,000 queued messages) would drop all but the first thousand.
+Sized for docs/wire.md (delivery guarantee) and docs/targets.md: a collector that is
+slow or away for 60 s at 20,000 msg/s leaves 1.2 million QoS 1 messages queued in its
+persistent session, and the stock limit (1,000 queued messages) would drop all but the
+first thousand.
 """
 
 from __future__ import annotations
