@@ -1,32 +1,36 @@
 """The two storage paths: the TimescaleDB statements, and their plain-PostgreSQL stand-ins.
 
-TimescaleDB is not installed where this suite usually runs. What can be checked without
-it is checked here against the schema and a real PostgreSQL: the statements name real
-tables and columns, call functions with the signatures the TimescaleDB docs give, and
-the plain rollup computes what the continuous aggregate would. The last test runs the
-migration on a real TimescaleDB when `CITYVITALS_TEST_DATABASE_URL` names one.
+The statements are revision 0002's (`0002_time_series.py`), frozen there as history.
+What can be checked without TimescaleDB is checked here against the schema and a real
+PostgreSQL: the statements name real tables and columns, call functions with the
+signatures the TimescaleDB docs give, and the plain rollup computes what the continuous
+aggregate would. The last test runs the migration on a real TimescaleDB wherever the
+suite's server has it (the harness preloads it when it is installed); the rest of the
+suite runs every database test on both storage paths (tests/fix_servers.py).
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
+from types import ModuleType, SimpleNamespace
 from typing import Any, cast
 
 import psycopg
 import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.dialects.postgresql import TIMESTAMP
 from sqlalchemy.exc import DBAPIError
 
 from cityvitals.db import plain, timescale
 from cityvitals.db.engine import sqlalchemy_url
-from cityvitals.db.migrate import run_migrations
+from cityvitals.db.migrate import MIGRATIONS, run_migrations
 from cityvitals.db.schema import metadata
 from cityvitals.settings import MigrateSettings
-from tests.fix_servers import PgAdmin
+from tests.fix_servers import PgAdmin, server_has_timescale
 
 OPTIONS = timescale.TimescaleOptions(
     chunk_interval="12 hours",
@@ -76,6 +80,19 @@ CREATE FUNCTION tsdoc.time_bucket(bucket_width interval, ts timestamptz)
 SYNTAX_ERROR = "42601"
 
 
+def _revision(revision: str) -> ModuleType:
+    """The module of a migration, as Alembic loads it."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    script = ScriptDirectory.from_config(cfg).get_revision(revision)
+    assert script is not None
+    return script.module
+
+
+# Revision 0002: the statements both storage paths ran, as they ran.
+TIME_SERIES = _revision("0002")
+
+
 class RecordingConnection:
     """Stands in for a SQLAlchemy connection: records what is executed."""
 
@@ -86,9 +103,14 @@ class RecordingConnection:
         self.executed.append((str(statement), dict(parameters or {})))
 
 
+# The plain path's rollup table and prune: on TimescaleDB the rollup is a view, and
+# retention policies stand for prune.
+plain_only = pytest.mark.parametrize("storage", ["postgresql"], indirect=True)
+
+
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
-    """A SQLAlchemy engine on a fresh database migrated by the plain path."""
+    """A SQLAlchemy engine on a fresh migrated database of the storage path under test."""
     eng = create_engine(sqlalchemy_url(database_url))
     try:
         yield eng
@@ -102,7 +124,7 @@ def _with_documented_signatures(conn: Connection) -> None:
 
 
 def test_every_hypertable_is_a_schema_table_whose_unique_keys_include_its_time_column() -> None:
-    for series in timescale.SERIES:
+    for series in TIME_SERIES.SERIES:
         table = metadata.tables[series.table]
         time = table.c[series.time_column]
         assert isinstance(time.type, TIMESTAMP)
@@ -119,52 +141,82 @@ def test_every_hypertable_is_a_schema_table_whose_unique_keys_include_its_time_c
 
 
 def test_tables_whose_unique_keys_lack_time_stay_plain() -> None:
-    planned = {s.table for s in timescale.SERIES}
+    planned = {s.table for s in TIME_SERIES.SERIES}
     assert {"events", "dead_letters", "devices", "alerts", "schema_info"}.isdisjoint(planned)
 
 
+def test_plain_prune_covers_the_tables_that_have_retention_policies() -> None:
+    # `plain.prune` reads `timescale.SERIES` at run time; the policies are 0002's.
+    assert [(s.table, s.time_column, s.retention) for s in timescale.SERIES] == [
+        (s.table, s.time_column, s.retention) for s in TIME_SERIES.SERIES
+    ]
+    assert timescale.ROLLUP == TIME_SERIES.ROLLUP
+
+
 def test_every_statement_cites_its_page_and_tolerates_a_second_run() -> None:
-    steps = timescale.plan(OPTIONS)
-    assert all(step.doc.startswith(timescale.DOCS + "/api/latest/") for step in steps)
+    steps = TIME_SERIES.timescale_steps(OPTIONS)
+    assert all(step.doc.startswith(TIME_SERIES.DOCS + "/api/latest/") for step in steps)
     for step in steps:
         if step.sql.startswith("SELECT"):
             assert "if_not_exists => true" in step.sql
     # The schema's own time indexes carry the names TimescaleDB's defaults would take.
     creates = [s for s in steps if "create_hypertable" in s.sql]
-    assert len(creates) == len(timescale.SERIES)
+    assert len(creates) == len(TIME_SERIES.SERIES)
     assert all("create_default_indexes => false" in s.sql for s in creates)
     cagg = [s for s in steps if s.sql.startswith("CREATE MATERIALIZED VIEW")]
     assert len(cagg) == 1
     # Without data, the continuous aggregate can be created inside the migration's
     # transaction; with data it cannot.
     assert cagg[0].sql.startswith(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {timescale.ROLLUP} ")
-    assert cagg[0].sql.endswith(" WITH NO DATA")
+    assert cagg[0].sql.endswith(f" AS {TIME_SERIES.ROLLUP_QUERY} WITH NO DATA")
 
 
 def test_policies_take_their_intervals_from_the_options() -> None:
-    params = [s.params for s in timescale.plan(OPTIONS)]
-    compressed = {s.table for s in timescale.SERIES if s.segmentby}
-    raw = {s.table for s in timescale.SERIES if s.retention == "raw"}
+    params = [s.params for s in TIME_SERIES.timescale_steps(OPTIONS)]
+    compressed = {s.table for s in TIME_SERIES.SERIES if s.segmentby}
+    raw = {s.table for s in TIME_SERIES.SERIES if s.retention == "raw"}
     assert {p["relation"] for p in params if "compress_after" in p} == compressed
     assert all(p["compress_after"] == "3 days" for p in params if "compress_after" in p)
     retention = {p["relation"]: p["drop_after"] for p in params if "drop_after" in p}
     assert retention == {
-        **{s.table: "30 days" if s.table in raw else "1 year" for s in timescale.SERIES},
+        **{s.table: "30 days" if s.table in raw else "1 year" for s in TIME_SERIES.SERIES},
         timescale.ROLLUP: "1 year",
     }
     assert all(p["chunk_interval"] == "12 hours" for p in params if "chunk_interval" in p)
 
 
-def test_apply_executes_the_plan_in_order() -> None:
+def _upgrade_0002(monkeypatch: pytest.MonkeyPatch, use_timescale: bool) -> RecordingConnection:
+    """Run revision 0002's upgrade on a recorder, with the attributes `migrate` passes."""
     recorder = RecordingConnection()
-    timescale.apply(cast(Connection, recorder), OPTIONS)
-    assert recorder.executed == [(s.sql, s.params) for s in timescale.plan(OPTIONS)]
+    attributes = {"use_timescale": use_timescale, "timescale_options": OPTIONS}
+    monkeypatch.setattr(TIME_SERIES, "op", SimpleNamespace(get_bind=lambda: recorder))
+    monkeypatch.setattr(
+        TIME_SERIES, "context", SimpleNamespace(config=SimpleNamespace(attributes=attributes))
+    )
+    TIME_SERIES.upgrade()
+    return recorder
 
 
+def test_the_timescale_upgrade_runs_the_steps_in_order_with_the_deployment_options(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    recorder = _upgrade_0002(monkeypatch, use_timescale=True)
+    assert recorder.executed == [(s.sql, s.params) for s in TIME_SERIES.timescale_steps(OPTIONS)]
+
+
+def test_the_plain_upgrade_runs_only_the_plain_statements(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    recorder = _upgrade_0002(monkeypatch, use_timescale=False)
+    assert recorder.executed == [(sql, {}) for sql in TIME_SERIES.PLAIN_STATEMENTS]
+    assert not any("timescaledb" in sql for sql, _ in recorder.executed)
+
+
+@plain_only
 def test_statements_parse_and_calls_match_the_documented_signatures(engine: Engine) -> None:
     with engine.connect() as conn:
         _with_documented_signatures(conn)
-        for step in timescale.plan(OPTIONS):
+        for step in TIME_SERIES.timescale_steps(OPTIONS):
             if step.sql.startswith("SELECT"):
                 # Resolves against the stand-ins: names, casts and argument names.
                 assert conn.execute(text(step.sql), step.params).first() is not None
@@ -180,6 +232,7 @@ def test_statements_parse_and_calls_match_the_documented_signatures(engine: Engi
         conn.rollback()
 
 
+@plain_only
 def test_plain_rollup_computes_what_the_continuous_aggregate_query_does(engine: Engine) -> None:
     hour = datetime(2026, 11, 25, 3, tzinfo=UTC)
     rows = [
@@ -195,9 +248,10 @@ def test_plain_rollup_computes_what_the_continuous_aggregate_query_does(engine: 
         stored = conn.execute(text("SELECT * FROM indicator_samples_1h ORDER BY 1, 2, 3"))
         assert tuple(stored.keys()) == timescale.ROLLUP_COLUMNS
         _with_documented_signatures(conn)
+        # The continuous aggregate's query of 0002, run with the time_bucket stand-in.
+        cagg = TIME_SERIES.ROLLUP_QUERY
         expected = conn.execute(
-            # The module's constant query, run with the time_bucket stand-in.
-            text(f"SELECT * FROM ({timescale.ROLLUP_QUERY}) q WHERE bucket >= :h ORDER BY 1, 2, 3"),  # noqa: S608
+            text(f"SELECT * FROM ({cagg}) q WHERE bucket >= :h ORDER BY 1, 2, 3"),  # noqa: S608
             {"h": hour},
         )
         assert tuple(expected.keys()) == timescale.ROLLUP_COLUMNS
@@ -206,6 +260,7 @@ def test_plain_rollup_computes_what_the_continuous_aggregate_query_does(engine: 
         conn.rollback()
 
 
+@plain_only
 def test_plain_rollup_refresh_updates_an_hour_already_stored(engine: Engine) -> None:
     hour = datetime(2026, 11, 25, 3, tzinfo=UTC)
     insert = text("INSERT INTO indicator_samples VALUES ('bin_fill', 'city', :ts, :v)")
@@ -221,6 +276,7 @@ def test_plain_rollup_refresh_updates_an_hour_already_stored(engine: Engine) -> 
         conn.rollback()
 
 
+@plain_only
 def test_plain_prune_deletes_only_rows_older_than_their_retention(engine: Engine) -> None:
     now = datetime.now(UTC)
     with engine.connect() as conn:
@@ -246,23 +302,17 @@ def test_plain_prune_deletes_only_rows_older_than_their_retention(engine: Engine
         conn.rollback()
 
 
-def test_storage_reads_what_migrate_recorded(engine: Engine) -> None:
+def test_storage_reads_what_migrate_recorded(engine: Engine, storage: str) -> None:
     with engine.connect() as conn:
-        assert timescale.storage(conn) == "postgresql"
+        assert timescale.storage(conn) == storage
 
 
-def test_timescale_migration_creates_hypertables_policies_and_rollup(
-    request: pytest.FixtureRequest,
-) -> None:
-    if not os.environ.get("CITYVITALS_TEST_DATABASE_URL"):
-        pytest.skip("needs a TimescaleDB server: set CITYVITALS_TEST_DATABASE_URL")
-    pg_admin: PgAdmin = request.getfixturevalue("pg_admin")
-    with psycopg.connect(pg_admin.admin_url) as conn:
-        available = conn.execute(
-            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
-        ).fetchone()
-    if available is None:
-        pytest.skip("needs a TimescaleDB server: set CITYVITALS_TEST_DATABASE_URL")
+def test_timescale_migration_creates_hypertables_policies_and_rollup(pg_admin: PgAdmin) -> None:
+    if not server_has_timescale(pg_admin):
+        pytest.skip(
+            "needs TimescaleDB installed and preloaded on the suite's server (the harness "
+            "preloads it when installed, or set CITYVITALS_TEST_DATABASE_URL)"
+        )
     # A database of its own rather than a clone of the session's template: TimescaleDB's
     # background workers connect to databases that have the extension.
     name = f"ts_{uuid.uuid4().hex[:12]}"
@@ -288,7 +338,7 @@ def _check_timescale_objects(conn: psycopg.Connection[Any]) -> None:
             "FROM timescaledb_information.hypertables WHERE hypertable_schema = 'public'"
         ).fetchall()
     )
-    assert hypertables == {s.table: s.segmentby is not None for s in timescale.SERIES}
+    assert hypertables == {s.table: s.segmentby is not None for s in TIME_SERIES.SERIES}
     caggs = conn.execute(
         "SELECT view_name, hypertable_name, materialized_only "
         "FROM timescaledb_information.continuous_aggregates"
@@ -307,8 +357,8 @@ def _check_timescale_objects(conn: psycopg.Connection[Any]) -> None:
         ).fetchall()
     )
     assert jobs == (
-        {(s.table, "policy_retention") for s in timescale.SERIES}
-        | {(s.table, "policy_compression") for s in timescale.SERIES if s.segmentby}
+        {(s.table, "policy_retention") for s in TIME_SERIES.SERIES}
+        | {(s.table, "policy_compression") for s in TIME_SERIES.SERIES if s.segmentby}
         | {
             (timescale.ROLLUP, "policy_retention"),
             (timescale.ROLLUP, "policy_refresh_continuous_aggregate"),

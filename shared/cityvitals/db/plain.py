@@ -27,11 +27,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import INTERVAL, TIMESTAMP
 
-from cityvitals.db.schema import KINDS, metadata
+from cityvitals.db.schema import metadata
 from cityvitals.db.timescale import ROLLUP, SERIES
 
-# Not in `schema.metadata`: on TimescaleDB the same name is a continuous aggregate,
-# which the first migration must not create as a table.
+# Not in `schema.metadata`: on TimescaleDB the same name is a continuous aggregate.
+# Revision 0002 creates one or the other; this is the table, for `prune`.
 rollup_metadata = MetaData()
 indicator_samples_1h = Table(
     ROLLUP,
@@ -48,8 +48,8 @@ indicator_samples_1h = Table(
     Index(f"{ROLLUP}_bucket_brin", "bucket", postgresql_using="brin"),
 )
 
-# The continuous aggregate's query (timescale.ROLLUP_QUERY) over the hours from the one
-# holding :since, with date_bin for time_bucket. time_bucket's default origin for
+# The continuous aggregate's query (ROLLUP_QUERY of revision 0002) over the hours from
+# the one holding :since, with date_bin for time_bucket. time_bucket's default origin for
 # timestamptz is a Monday at midnight UTC; any whole hour gives the same hourly buckets.
 _REFRESH = """
 INSERT INTO indicator_samples_1h
@@ -66,20 +66,6 @@ ON CONFLICT (indicator, scope, bucket) DO UPDATE SET
     avg_value = excluded.avg_value, min_value = excluded.min_value,
     max_value = excluded.max_value, samples = excluded.samples
 """
-
-
-def apply(conn: Connection) -> None:
-    """Give the raw tables BRIN indexes on time and create the hourly rollup table."""
-    # BRIN suits tables written in time order: a few pages index millions of rows,
-    # which is what a hypertable's chunking buys on TimescaleDB.
-    for kind in KINDS:
-        conn.execute(
-            text(
-                f"CREATE INDEX IF NOT EXISTS readings_{kind}_received_brin "
-                f"ON readings_{kind} USING brin (received_at)"
-            )
-        )
-    indicator_samples_1h.create(conn, checkfirst=True)
 
 
 def refresh_rollup(conn: Connection, *, since: datetime) -> int:
