@@ -10,7 +10,8 @@ from __future__ import annotations
 import enum
 import json
 import math
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -86,6 +87,14 @@ class Indicator:
     # status among its entities, and crossings open alerts (docs/indicators.md, Alerts).
     entity_thresholds: Thresholds | None = None
     formula: str = ""
+    # Named limits of the formula that are not a ladder of statuses (the occupancy from
+    # which a lot counts as near full, each gas's limits, the voltage band, the battery
+    # voltage): overridden like the thresholds, read by the counts and the statuses.
+    params: Mapping[str, float] = field(default_factory=dict, hash=False)
+
+    def param(self, name: str) -> float:
+        """One named limit of the formula."""
+        return self.params[name]
 
     def served(self, value: float | None) -> float | int | None:
         """The value as served: rounded to the precision of the indicator's unit."""
@@ -101,9 +110,12 @@ def _i(
     formula: str,
     thresholds: Thresholds | None = None,
     entity: Thresholds | None = None,
+    params: Mapping[str, float] | None = None,
 ) -> Indicator:
     domain: Domain = id_.split(".", 1)[0]  # type: ignore[assignment]
-    return Indicator(id_, domain, zh, en, unit, levels, thresholds, entity, formula)
+    return Indicator(
+        id_, domain, zh, en, unit, levels, thresholds, entity, formula, dict(params or {})
+    )
 
 
 CDS: tuple[Level, ...] = ("city", "district", "site")
@@ -136,6 +148,7 @@ CATALOGUE: tuple[Indicator, ...] = (
         "count",
         CD,
         "lots with occupancy ≥ 0.90",
+        params={"lot_occupancy": 0.90},
     ),
     _i(
         "parking.turnover_24h",
@@ -172,6 +185,15 @@ CATALOGUE: tuple[Indicator, ...] = (
         "count",
         CD,
         "huts with h2s_ppm ≥ 10 or nh3_ppm ≥ 25 or ch4_pct_lel ≥ 10",
+        # Per hut: warning from each gas's limit, critical from its `_critical` limit.
+        params={
+            "h2s_ppm": 10.0,
+            "nh3_ppm": 25.0,
+            "ch4_pct_lel": 10.0,
+            "h2s_ppm_critical": 15.0,
+            "nh3_ppm_critical": 35.0,
+            "ch4_pct_lel_critical": 25.0,
+        },
     ),
     _i(
         "waste.fire_risk",
@@ -258,6 +280,8 @@ CATALOGUE: tuple[Indicator, ...] = (
         "count",
         CD,
         "meters with phase voltage outside 220 V -10 % / +7 %",
+        # Per meter: warning outside [nominal - below %, nominal + above %].
+        params={"nominal_v": 220.0, "below_pct": 10.0, "above_pct": 7.0},
     ),
     _i(
         "energy.key_consumer_monitoring_rate",
@@ -294,6 +318,8 @@ CATALOGUE: tuple[Indicator, ...] = (
         "count",
         CD,
         "battery-powered devices below the kind's threshold (parking 3.3 V)",
+        # `<kind>_v`: the kind's threshold; a kind without one counts no device.
+        params={"parking_v": 3.3},
     ),
     _i(
         "devices.ingest_lag_p95_s",
@@ -357,18 +383,10 @@ def rounded(value: float | None, unit: str) -> float | int | None:
     return round(value, places) + 0.0
 
 
-# Per-entity limits that are not a single threshold line (docs/indicators.md).
-GAS_WARNING = {"h2s_ppm": 10.0, "nh3_ppm": 25.0, "ch4_pct_lel": 10.0}
-GAS_CRITICAL = {"h2s_ppm": 15.0, "nh3_ppm": 35.0, "ch4_pct_lel": 25.0}
-FIRE_TEMP_C = 60.0
-HUT_FULL_PCT = 80.0
-LOT_NEAR_FULL = 0.90
-LOW_POWER_FACTOR = 0.90
-NOMINAL_PHASE_V = 220.0
-VOLTAGE_LOW = NOMINAL_PHASE_V * 0.90
-VOLTAGE_HIGH = NOMINAL_PHASE_V * 1.07
-LOW_BATTERY_V = {"parking": 3.3}
-# Per-site load thresholds as fractions of the site's contract_kw.
+# The gases of a waste hut, as `waste.gas_alarms` names their limits.
+GASES = ("h2s_ppm", "nh3_ppm", "ch4_pct_lel")
+# Per-site load thresholds as fractions of the site's contract_kw, the default of
+# `energy.load_kw`'s per-entity thresholds (`entity` in a thresholds file).
 LOAD_ATTENTION_OF_CONTRACT = 0.9
 LOAD_WARNING_OF_CONTRACT = 1.0
 # Default report intervals (seconds) per kind; a device is online while its last
@@ -382,8 +400,9 @@ STALE_INTERVALS = 3
 def with_overrides(path: str | Path | None) -> dict[str, Indicator]:
     """The catalogue with thresholds replaced from a JSON file.
 
-    The file maps indicator ids to `{"attention": x, "warning": y, "critical": z}`
-    (and optionally `"entity": {...}` for per-entity thresholds).
+    The file maps indicator ids to `{"attention": x, "warning": y, "critical": z}`,
+    optionally with `"entity": {...}` for per-entity thresholds and `"params": {...}`
+    for the formula's named limits (`Indicator.params`; only those it has).
     """
     if path is None:
         return dict(BY_ID)
@@ -394,6 +413,16 @@ def with_overrides(path: str | Path | None) -> dict[str, Indicator]:
             raise ValueError(f"thresholds file names unknown indicator {ind_id!r}")
         ind = result[ind_id]
         entity = spec.pop("entity", None)
+        params = spec.pop("params", None)
+        if params:
+            unknown = sorted(set(params) - set(ind.params))
+            if unknown:
+                raise ValueError(
+                    f"thresholds file names parameters {unknown} that {ind_id!r} does not "
+                    f"have (it has {sorted(ind.params)})"
+                )
+            merged = {**ind.params, **{k: float(v) for k, v in params.items()}}
+            ind = replace(ind, params=merged)
         if spec:
             base = ind.thresholds or Thresholds("ge")
             ind = replace(ind, thresholds=replace(base, **spec))

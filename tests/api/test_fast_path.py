@@ -5,9 +5,11 @@ must be the same, so the fast path is a faster way to the same numbers, not othe
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import random
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -22,12 +24,26 @@ from cityvitals.api.compute import (
     build_snapshot,
     entity_thresholds,
 )
-from cityvitals.catalogue import CATALOGUE, DISTRICTS, VOLTAGE_HIGH, VOLTAGE_LOW, Status
+from cityvitals.catalogue import CATALOGUE, DISTRICTS, Status, with_overrides
 from cityvitals.timeutil import local_day, local_midnight
 from tests.api.conftest import NOW, device, energy, parking, seen, waste
 
 S = timedelta(seconds=1)
 CFG = Config(catalogue={i.id: i for i in CATALOGUE})
+TH = entity_thresholds(CFG.catalogue)
+# A deployment's thresholds, each moved so that part of the fleet crosses it the other way.
+OVERRIDES = {
+    "waste.huts_full": {"entity": {"attention": 70, "warning": 85, "critical": 95}},
+    "waste.fire_risk": {"entity": {"critical": 55}},
+    "waste.gas_alarms": {"params": {"h2s_ppm": 9.5, "nh3_ppm": 30, "ch4_pct_lel_critical": 20}},
+    "parking.lots_near_full": {"params": {"lot_occupancy": 0.7}},
+    "parking.occupancy_ratio": {"attention": 0.7, "warning": 0.8},
+    "energy.low_power_factor": {"entity": {"attention": 0.95}},
+    "energy.voltage_deviation": {"params": {"nominal_v": 225, "below_pct": 8, "above_pct": 5}},
+    "energy.load_kw": {"entity": {"attention": 0.5, "warning": 0.8}},
+    "devices.low_battery": {"params": {"parking_v": 3.6}},
+    "waste.fill_pct_mean": {"attention": 30, "warning": 50},
+}
 # Districts of the catalogue, no district at all, and one the catalogue does not know.
 PLACES: list[str | None] = [*(d.id for d in DISTRICTS[:5]), None, "atlantis"]
 HUT_EDGES: list[dict[str, Any]] = [
@@ -59,8 +75,8 @@ METER_EDGES: list[dict[str, Any]] = [
     {"pf": 0.9},
     {"pf": None},
     {"voltage": 197.9},
-    {"voltage": VOLTAGE_LOW},
-    {"voltage": VOLTAGE_HIGH},
+    {"voltage": TH.voltage_low},
+    {"voltage": TH.voltage_high},
     {"voltage": 236.0},
     {"voltage": None},
 ]
@@ -146,7 +162,7 @@ def _alert(db: psycopg.Connection, indicator: str, entity: str) -> None:
     )
 
 
-async def _both(url: str) -> tuple[Snapshot, Snapshot]:
+async def _both(url: str, cfg: Config) -> tuple[Snapshot, Snapshot]:
     midnight = local_midnight(NOW, "Asia/Shanghai")
     day: dict[str, Any] = {
         "now": NOW,
@@ -156,10 +172,11 @@ async def _both(url: str) -> tuple[Snapshot, Snapshot]:
     }
     async with await psycopg.AsyncConnection.connect(url) as conn:
         slow = await queries.fetch_slow(conn, now=NOW, day=day["day"], midnight=day["midnight"])
-        fast = await queries.fetch_fast([conn], **day, th=entity_thresholds(CFG.catalogue))
-        rows = await queries.fetch_entities(conn, **day, district=None)
-    full = build_snapshot(rows, slow, cfg=CFG, now=NOW)
-    return build_fast_snapshot(fast, slow, cfg=CFG, now=NOW), full
+        th = entity_thresholds(cfg.catalogue)
+        fast = await queries.fetch_fast([conn], **day, th=th)
+        rows = await queries.fetch_entities(conn, **day, district=None, th=th)
+    full = build_snapshot(rows, slow, cfg=cfg, now=NOW)
+    return build_fast_snapshot(fast, slow, cfg=cfg, now=NOW), full
 
 
 def _same(a: float | None, b: float | None) -> bool:
@@ -177,10 +194,16 @@ def _worth(checks: tuple[EntityCheck, ...], active: set[tuple[str, str]]) -> set
     }
 
 
+@pytest.mark.parametrize("overridden", [False, True], ids=["defaults", "overridden"])
 @pytest.mark.parametrize("seed", [1, 2])
 def test_fast_snapshot_equals_the_entity_by_entity_build(
-    db: psycopg.Connection, database_url: str, seed: int
+    db: psycopg.Connection, database_url: str, seed: int, overridden: bool, tmp_path: Path
 ) -> None:
+    cfg = CFG
+    if overridden:
+        path = tmp_path / "thresholds.json"
+        path.write_text(json.dumps(OVERRIDES), encoding="utf-8")
+        cfg = Config(catalogue=with_overrides(path))
     _fleet(db, random.Random(seed))
     # Active alerts on entities now back to normal: the fast path must still read them.
     active = {
@@ -190,7 +213,7 @@ def test_fast_snapshot_equals_the_entity_by_entity_build(
     }
     for indicator, entity in active:
         _alert(db, indicator, entity)
-    fast, full = asyncio.run(_both(database_url))
+    fast, full = asyncio.run(_both(database_url, cfg))
 
     scopes = [(fast.city, full.city)] + [
         (fast.districts[d], full.districts[d]) for d in full.districts

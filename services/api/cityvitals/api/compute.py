@@ -26,19 +26,12 @@ from cityvitals.api.queries import (
 )
 from cityvitals.catalogue import (
     DISTRICTS,
-    FIRE_TEMP_C,
-    GAS_CRITICAL,
-    GAS_WARNING,
-    HUT_FULL_PCT,
+    GASES,
     LOAD_ATTENTION_OF_CONTRACT,
     LOAD_WARNING_OF_CONTRACT,
-    LOT_NEAR_FULL,
-    LOW_POWER_FACTOR,
     REPORT_INTERVAL_S,
     STALE_COVERAGE,
     STALE_INTERVALS,
-    VOLTAGE_HIGH,
-    VOLTAGE_LOW,
     Indicator,
     Status,
     Thresholds,
@@ -226,19 +219,33 @@ def _threshold_for(th: Thresholds, status: Status) -> float | None:
     return th.bound(status)
 
 
+def _entity(catalogue: Mapping[str, Indicator], ind_id: str) -> Thresholds:
+    th = catalogue[ind_id].entity_thresholds
+    if th is None:
+        raise ValueError(f"{ind_id} has no per-entity thresholds")
+    return th
+
+
 def entity_thresholds(catalogue: Mapping[str, Indicator]) -> EntityThresholds:
-    """The per-entity thresholds of a catalogue, with the defaults of INDICATORS.md."""
+    """The per-entity thresholds and limits of a catalogue (defaults or overridden)."""
+    gas = catalogue["waste.gas_alarms"]
+    volt = catalogue["energy.voltage_deviation"]
+    nominal = volt.param("nominal_v")
+    battery = catalogue["devices.low_battery"].params
     return EntityThresholds(
-        full=catalogue["waste.huts_full"].entity_thresholds
-        or Thresholds("ge", attention=80, warning=90, critical=100),
-        fire=catalogue["waste.fire_risk"].entity_thresholds
-        or Thresholds("ge", critical=FIRE_TEMP_C),
+        full=_entity(catalogue, "waste.huts_full"),
+        fire=_entity(catalogue, "waste.fire_risk"),
         fill=catalogue["waste.fill_pct_mean"].thresholds,
-        power_factor=catalogue["energy.low_power_factor"].entity_thresholds
-        or Thresholds("lt", attention=LOW_POWER_FACTOR),
+        power_factor=_entity(catalogue, "energy.low_power_factor"),
         # Site load as a fraction of the site's contracted capacity.
         load_share=catalogue["energy.load_kw"].entity_thresholds
         or Thresholds("ge", attention=LOAD_ATTENTION_OF_CONTRACT, warning=LOAD_WARNING_OF_CONTRACT),
+        lot_near_full=catalogue["parking.lots_near_full"].param("lot_occupancy"),
+        gas_warning={g: gas.param(g) for g in GASES},
+        gas_critical={g: gas.param(f"{g}_critical") for g in GASES},
+        voltage_low=nominal * (1 - volt.param("below_pct") / 100),
+        voltage_high=nominal * (1 + volt.param("above_pct") / 100),
+        low_battery_v={k.removesuffix("_v"): v for k, v in battery.items()},
     )
 
 
@@ -259,7 +266,7 @@ class Builder:
         self.city = _Acc()
         self.sites: dict[str, list[Site]] = {d.id: [] for d in DISTRICTS}
         self.checks: list[EntityCheck] = []
-        th = entity_thresholds(cfg.catalogue)
+        th = self.th = entity_thresholds(cfg.catalogue)
         self.th_full = th.full
         self.th_fire = th.fire
         self.th_pf = th.power_factor
@@ -270,6 +277,9 @@ class Builder:
         if acc is None:
             acc = self.accs[district] = _Acc()
         return acc, self.city
+
+    def _voltage_out(self, v: float | None) -> bool:
+        return v is not None and not (self.th.voltage_low <= v <= self.th.voltage_high)
 
     def _own_status(self, indicator: str, value: float | None) -> Status:
         th = self.cfg.catalogue[indicator].thresholds
@@ -335,7 +345,7 @@ class Builder:
             if r.site is None:
                 continue
             occupancy = _ratio(r.occupied, r.reporting)
-            if occupancy is not None and occupancy >= LOT_NEAR_FULL:
+            if occupancy is not None and occupancy >= self.th.lot_near_full:
                 for acc in self._scopes(r.district):
                     acc.lots_near_full += 1
             coverage = _ratio(r.reporting, r.registered)
@@ -390,16 +400,18 @@ class Builder:
                 acc.dropoffs += r.dropoffs_today
                 for cat, kg in r.deposited_kg.items():
                     acc.deposited[cat] = acc.deposited.get(cat, 0.0) + kg
-                acc.huts_full += r.fill_max is not None and r.fill_max >= HUT_FULL_PCT
+                # Counted from the lowest bound of the per-hut thresholds, the same
+                # thresholds that give the hut its status.
+                acc.huts_full += self.th_full.status(r.fill_max) > Status.NORMAL
                 acc.gas_alarms += any(
-                    v is not None and v >= GAS_WARNING[name]
+                    v is not None and v >= self.th.gas_warning[name]
                     for name, v in (
                         ("h2s_ppm", r.h2s_ppm),
                         ("nh3_ppm", r.nh3_ppm),
                         ("ch4_pct_lel", r.ch4_pct_lel),
                     )
                 )
-                acc.fire_risk += r.temp_c is not None and r.temp_c >= FIRE_TEMP_C
+                acc.fire_risk += self.th_fire.status(r.temp_c) > Status.NORMAL
                 acc.seepage += bool(r.seepage)
             worst = self._hut_checks(r)
             self._hut_site(r, reporting=True, entity_status=worst)
@@ -410,23 +422,24 @@ class Builder:
             "waste.huts_full", r.device_id, r.district, r.fill_max, self.th_full, r.ts
         )
         gases = {"h2s_ppm": r.h2s_ppm, "nh3_ppm": r.nh3_ppm, "ch4_pct_lel": r.ch4_pct_lel}
+        warn, crit = self.th.gas_warning, self.th.gas_critical
         gas_status, gas_value, gas_bound = Status.NORMAL, None, None
         gas_clear = True
         for name, v in gases.items():
             if v is None:
                 continue
-            if v >= GAS_WARNING[name] * (1 - HYSTERESIS_MARGIN):
+            if v >= warn[name] * (1 - HYSTERESIS_MARGIN):
                 gas_clear = False
             st_g = (
                 Status.CRITICAL
-                if v >= GAS_CRITICAL[name]
+                if v >= crit[name]
                 else Status.WARNING
-                if v >= GAS_WARNING[name]
+                if v >= warn[name]
                 else Status.NORMAL
             )
             if st_g > gas_status or gas_value is None:
                 gas_status, gas_value = st_g, v
-                gas_bound = GAS_CRITICAL[name] if st_g == Status.CRITICAL else GAS_WARNING[name]
+                gas_bound = crit[name] if st_g == Status.CRITICAL else warn[name]
         self._check(
             "waste.gas_alarms",
             r.device_id,
@@ -519,8 +532,8 @@ class Builder:
                     acc.key_online += r.online
             if not reporting:
                 continue
-            low_pf = r.power_factor is not None and r.power_factor < LOW_POWER_FACTOR
-            volt = r.voltage_v is not None and not (VOLTAGE_LOW <= r.voltage_v <= VOLTAGE_HIGH)
+            low_pf = self.th_pf.status(r.power_factor) > Status.NORMAL
+            volt = self._voltage_out(r.voltage_v)
             for acc in scopes:
                 acc.seen("energy", r.ts)
                 acc.load_kw += r.active_power_kw or 0.0
@@ -534,20 +547,21 @@ class Builder:
 
     def _meter_checks(self, r: MeterRow) -> None:
         """The reporting meter's power factor and voltage checks."""
-        volt = r.voltage_v is not None and not (VOLTAGE_LOW <= r.voltage_v <= VOLTAGE_HIGH)
+        volt = self._voltage_out(r.voltage_v)
         self._against(
             "energy.low_power_factor", r.device_id, r.district, r.power_factor, self.th_pf, r.ts
         )
         v = r.voltage_v
-        margin_low = VOLTAGE_LOW * (1 + HYSTERESIS_MARGIN)
-        margin_high = VOLTAGE_HIGH * (1 - HYSTERESIS_MARGIN)
+        low, high = self.th.voltage_low, self.th.voltage_high
+        margin_low = low * (1 + HYSTERESIS_MARGIN)
+        margin_high = high * (1 - HYSTERESIS_MARGIN)
         self._check(
             "energy.voltage_deviation",
             r.device_id,
             r.district,
             Status.WARNING if volt else Status.NORMAL,
             v,
-            (VOLTAGE_LOW if v is not None and v < VOLTAGE_LOW else VOLTAGE_HIGH),
+            (low if v is not None and v < low else high),
             v is None or margin_low <= v <= margin_high,
             r.ts,
         )
@@ -566,7 +580,7 @@ class Builder:
         worst_meter = Status.NORMAL
         for m in live:
             worst_meter = max(worst_meter, self.th_pf.status(m.power_factor))
-            if m.voltage_v is not None and not (VOLTAGE_LOW <= m.voltage_v <= VOLTAGE_HIGH):
+            if self._voltage_out(m.voltage_v):
                 worst_meter = max(worst_meter, Status.WARNING)
         coverage = len(live) / len(meters)
         stale_after = float(STALE_INTERVALS * max(m.iv for m in meters))

@@ -234,7 +234,9 @@ class Engine:
         if pool is None:
             raise psycopg.OperationalError("no database pool")
         async with pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
-            rows = await queries.fetch_entities(conn, **self._day(at), district=district)
+            rows = await queries.fetch_entities(
+                conn, **self._day(at), district=district, th=self.entity_th
+            )
         return build_snapshot(rows, slow, cfg=self.cfg, now=at).sites.get(district, ())
 
     async def _on_worker(self, job: Callable[[AsyncConnectionPool[Any] | None], Awaitable[T]]) -> T:

@@ -8,7 +8,7 @@ the readings, so their cost grows with the fleet, not with the history kept.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -16,18 +16,7 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 from psycopg.rows import args_row, dict_row
 
-from cityvitals.catalogue import (
-    FIRE_TEMP_C,
-    GAS_WARNING,
-    HUT_FULL_PCT,
-    LOW_BATTERY_V,
-    LOW_POWER_FACTOR,
-    ONLINE_FACTOR,
-    REPORT_INTERVAL_S,
-    VOLTAGE_HIGH,
-    VOLTAGE_LOW,
-    Thresholds,
-)
+from cityvitals.catalogue import ONLINE_FACTOR, REPORT_INTERVAL_S, Thresholds
 
 # Dead-letter replay writes its ingest counters under this collector name, so that
 # re-stored old messages do not count as ingest lag or as fresh traffic.
@@ -38,7 +27,9 @@ ROWS_PER_FETCH = 200
 
 # A device is online when its newest message of any channel is younger than
 # ONLINE_FACTOR report intervals and no later-or-equal retained status said offline:
-# a message after the last will revives the device (see docs/indicators.md).
+# a message after the last will revives the device (see docs/indicators.md). The write
+# path keeps `last_seen_at` as the newest message time by its `ts` (the receive time
+# only where it had none), so a backlog of old readings delivered now stays offline.
 INTERVAL_SQL = sql.SQL(
     "coalesce(d.report_interval_s, CASE d.kind WHEN 'parking' THEN %(iv_parking)s::int "
     "WHEN 'waste' THEN %(iv_waste)s::int ELSE %(iv_energy)s::int END)"
@@ -180,13 +171,26 @@ class SiteLoadRow:
 
 @dataclass(frozen=True, slots=True)
 class EntityThresholds:
-    """The per-entity thresholds in force (the catalogue's, or a deployment's)."""
+    """The per-entity thresholds and limits in force (the catalogue's, or a deployment's).
+
+    The SQL sums and the row-by-row computation both read these, so what a count counts
+    and the status its entities take move together when a deployment overrides them.
+    """
 
     full: Thresholds
     fire: Thresholds
     fill: Thresholds | None
     power_factor: Thresholds
     load_share: Thresholds
+    lot_near_full: float
+    # gas -> limit from which a hut is counted (warning) and from which it is critical
+    gas_warning: Mapping[str, float]
+    gas_critical: Mapping[str, float]
+    # a meter is counted (warning) outside [voltage_low, voltage_high]
+    voltage_low: float
+    voltage_high: float
+    # kind -> battery voltage below which a device counts as low
+    low_battery_v: Mapping[str, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,15 +294,15 @@ _WASTE_TOTALS = sql.SQL(
     "count(*) FILTER (WHERE rep AND battery_v < %(low)s::float8), "
     "coalesce(sum(n_bins) FILTER (WHERE rep), 0)::bigint, "
     "coalesce(sum(coalesce(fill_mean, 0) * n_bins) FILTER (WHERE rep), 0)::float8, "
-    "count(*) FILTER (WHERE rep AND fill_max >= %(full_pct)s::float8), "
+    "count(*) FILTER (WHERE rep AND {full}), "
     "count(*) FILTER (WHERE rep AND (h2s_ppm >= %(gas_h2s)s::float8 "
     "OR nh3_ppm >= %(gas_nh3)s::float8 OR ch4_pct_lel >= %(gas_ch4)s::float8)), "
-    "count(*) FILTER (WHERE rep AND temp_c >= %(fire_c)s::float8), "
+    "count(*) FILTER (WHERE rep AND {fire}), "
     "count(*) FILTER (WHERE rep AND seepage), "
     "coalesce(sum(n_drop) FILTER (WHERE rep), 0)::bigint, "
     "0.0::float8, 0.0::float8, 0.0::float8, 0, 0, 0, 0 "
     "FROM h GROUP BY district"
-).format(dev=DEVICES_CTE)
+)
 
 _DEPOSITED = sql.SQL(
     "WITH {dev} SELECT dev.district, w.category, sum(w.deposited_kg)::float8 FROM dev "
@@ -321,12 +325,12 @@ _ENERGY_TOTALS = sql.SQL(
     "coalesce(sum(active_power_kw) FILTER (WHERE rep), 0)::float8, "
     "coalesce(sum(adjustable_kw) FILTER (WHERE rep), 0)::float8, "
     "coalesce(sum(consumption_kwh) FILTER (WHERE rep), 0)::float8, "
-    "count(*) FILTER (WHERE rep AND power_factor < %(low_pf)s::float8), "
+    "count(*) FILTER (WHERE rep AND {low_pf}), "
     "count(*) FILTER (WHERE rep AND NOT (voltage_v BETWEEN %(v_low)s::float8 "
     "AND %(v_high)s::float8)), "
     "count(*) FILTER (WHERE key_consumer), count(*) FILTER (WHERE key_consumer AND online) "
     "FROM m GROUP BY district"
-).format(dev=DEVICES_CTE)
+)
 
 _SITE_LOADS = sql.SQL(
     "WITH {dev}, "
@@ -422,19 +426,21 @@ def _day_params(
     return base_params(now) | {"day": day, "midnight": midnight, "next_midnight": next_midnight}
 
 
-def _waste_params(params: dict[str, Any]) -> dict[str, Any]:
+def _lot_params(params: dict[str, Any], th: EntityThresholds) -> dict[str, Any]:
+    return params | {"low": th.low_battery_v.get("parking")}
+
+
+def _waste_params(params: dict[str, Any], th: EntityThresholds) -> dict[str, Any]:
     return params | {
-        "low": LOW_BATTERY_V.get("waste"),
-        "full_pct": HUT_FULL_PCT,
-        "gas_h2s": GAS_WARNING["h2s_ppm"],
-        "gas_nh3": GAS_WARNING["nh3_ppm"],
-        "gas_ch4": GAS_WARNING["ch4_pct_lel"],
-        "fire_c": FIRE_TEMP_C,
+        "low": th.low_battery_v.get("waste"),
+        "gas_h2s": th.gas_warning["h2s_ppm"],
+        "gas_nh3": th.gas_warning["nh3_ppm"],
+        "gas_ch4": th.gas_warning["ch4_pct_lel"],
     }
 
 
-def _energy_params(params: dict[str, Any]) -> dict[str, Any]:
-    return params | {"low_pf": LOW_POWER_FACTOR, "v_low": VOLTAGE_LOW, "v_high": VOLTAGE_HIGH}
+def _energy_params(params: dict[str, Any], th: EntityThresholds) -> dict[str, Any]:
+    return params | {"v_low": th.voltage_low, "v_high": th.voltage_high}
 
 
 ONLY_FLAGGED = sql.SQL("AND dev.online AND l.ts IS NOT NULL AND ({})")
@@ -445,14 +451,21 @@ async def _fast_lots(conn: AsyncConnection[Any], p: dict[str, Any], out: dict[st
         conn,
         LotRow,
         _LOTS.format(dev=DEVICES_CTE, only=sql.SQL("")),
-        p | {"low": LOW_BATTERY_V.get("parking")},
+        _lot_params(p["params"], p["th"]),
     )
 
 
 async def _fast_waste(conn: AsyncConnection[Any], p: dict[str, Any], out: dict[str, Any]) -> None:
     th: EntityThresholds = p["th"]
-    wp = _waste_params(p["params"])
-    out["waste_totals"] = await _rows(conn, Totals, _WASTE_TOTALS, wp)
+    wp = _waste_params(p["params"], th)
+    # A hut counts as full, or for fire risk, from the lowest bound of its per-hut
+    # thresholds: the count and the hut's status read the same thresholds.
+    totals = _WASTE_TOTALS.format(
+        dev=DEVICES_CTE,
+        full=beyond("fill_max", th.full, "c_full", wp),
+        fire=beyond("temp_c", th.fire, "c_fire", wp),
+    )
+    out["waste_totals"] = await _rows(conn, Totals, totals, wp)
     async with conn.cursor() as cur:
         await cur.execute(_DEPOSITED, p["params"])
         out["deposited"] = [(r[0], str(r[1]), float(r[2])) for r in await cur.fetchall()]
@@ -485,8 +498,11 @@ async def _fast_waste(conn: AsyncConnection[Any], p: dict[str, Any], out: dict[s
 
 async def _fast_energy(conn: AsyncConnection[Any], p: dict[str, Any], out: dict[str, Any]) -> None:
     th: EntityThresholds = p["th"]
-    ep = _energy_params(p["params"])
-    out["energy_totals"] = await _rows(conn, Totals, _ENERGY_TOTALS, ep)
+    ep = _energy_params(p["params"], th)
+    totals = _ENERGY_TOTALS.format(
+        dev=DEVICES_CTE, low_pf=beyond("power_factor", th.power_factor, "c_pf", ep)
+    )
+    out["energy_totals"] = await _rows(conn, Totals, totals, ep)
     meter_flags = sql.SQL(" OR ").join(
         [
             beyond("l.power_factor", th.power_factor, "f_pf", ep),
@@ -568,21 +584,16 @@ async def fetch_entities(
     midnight: datetime,
     next_midnight: datetime,
     district: str | None,
+    th: EntityThresholds,
 ) -> EntityInputs:
     """Every lot, hut and meter of one district (None: of the city), row by row."""
     params = _day_params(now, day, midnight, next_midnight) | {"district": district}
     only = sql.SQL("AND dev.district = %(district)s" if district is not None else "")
     lots = await _rows(
-        conn,
-        LotRow,
-        _LOTS.format(dev=DEVICES_CTE, only=only),
-        params | {"low": LOW_BATTERY_V.get("parking")},
+        conn, LotRow, _LOTS.format(dev=DEVICES_CTE, only=only), _lot_params(params, th)
     )
     huts = await _rows(
-        conn,
-        HutRow,
-        _HUTS.format(dev=DEVICES_CTE, only=only),
-        params | {"low": LOW_BATTERY_V.get("waste")},
+        conn, HutRow, _HUTS.format(dev=DEVICES_CTE, only=only), _waste_params(params, th)
     )
     meters = await _rows(conn, MeterRow, _METERS.format(dev=DEVICES_CTE, only=only), params)
     if district is not None:
