@@ -54,8 +54,11 @@ def current_revision(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
-def run_migrations(settings: MigrateSettings) -> MigrationResult:
-    """Bring the database to the newest schema; safe to run again and concurrently."""
+def run_migrations(settings: MigrateSettings, target: str = "head") -> MigrationResult:
+    """Bring the database to the newest schema; safe to run again and concurrently.
+
+    `target` names an older revision to stop at instead (tests of an upgrade use it).
+    """
     engine = create_engine(sqlalchemy_url(settings.database_url))
     options = timescale.TimescaleOptions(
         chunk_interval=settings.chunk_interval,
@@ -83,7 +86,7 @@ def run_migrations(settings: MigrateSettings) -> MigrationResult:
                     ).scalar()
                     use_ts = stored == "timescaledb"
                 conn.commit()
-                command.upgrade(_config(conn, use_ts, options), "head")
+                command.upgrade(_config(conn, use_ts, options), target)
                 storage = "timescaledb" if use_ts else "postgresql"
                 conn.commit()
                 conn.execute(
