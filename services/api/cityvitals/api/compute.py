@@ -9,9 +9,10 @@ feed it rows and a `now` and check hand-computed figures.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
+from cityvitals.api.indicators import BREAKDOWNS, KINDS, VALUES, Acc, ScopeView, newer, ratio
 from cityvitals.api.queries import (
     EntityInputs,
     EntityThresholds,
@@ -29,25 +30,17 @@ from cityvitals.catalogue import (
     GASES,
     LOAD_ATTENTION_OF_CONTRACT,
     LOAD_WARNING_OF_CONTRACT,
-    REPORT_INTERVAL_S,
     STALE_COVERAGE,
     STALE_INTERVALS,
     Indicator,
     Status,
     Thresholds,
 )
-from cityvitals.db.schema import LAG_BOUNDS_S
-from cityvitals.payloads import CATEGORIES
 
 CITY = "city"
-KINDS = ("parking", "waste", "energy")
 # An alert clears as soon as its value is back past the lowest threshold by this
 # fraction of that threshold (or after two consecutive normal readings).
 HYSTERESIS_MARGIN = 0.05
-# Minutes of ingest counters behind the lag p95 and the rejected ratio.
-LAG_WINDOW_MIN = 5
-REJECTED_WINDOW_MIN = 10
-LAG_QUANTILE = 0.95
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,62 +135,6 @@ class Snapshot:
     checks: tuple[EntityCheck, ...]
 
 
-def _newer(a: datetime | None, b: datetime | None) -> datetime | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return max(a, b)
-
-
-def _ratio(num: float, den: float) -> float | None:
-    return num / den if den else None
-
-
-@dataclass
-class _Acc:
-    """Running sums for one scope (a district, the unassigned devices or the city)."""
-
-    registered: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
-    online: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
-    reporting: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
-    newest: dict[str, datetime | None] = field(default_factory=lambda: dict.fromkeys(KINDS))
-    max_iv: dict[str, int] = field(default_factory=lambda: dict(REPORT_INTERVAL_S))
-    low_battery: int = 0
-    occupied: int = 0
-    lots_near_full: int = 0
-    bins: int = 0
-    fill_sum: float = 0.0
-    huts_full: int = 0
-    gas_alarms: int = 0
-    fire_risk: int = 0
-    seepage: int = 0
-    dropoffs: int = 0
-    deposited: dict[str, float] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0.0))
-    load_kw: float = 0.0
-    adjustable_kw: float = 0.0
-    consumption_kwh: float = 0.0
-    low_pf: int = 0
-    voltage_dev: int = 0
-    key_registered: int = 0
-    key_online: int = 0
-    # indicator id -> worst per-entity status in this scope
-    worst: dict[str, Status] = field(default_factory=dict)
-
-    def device(self, kind: str, *, online: bool, reporting: bool, iv: int) -> None:
-        self.registered[kind] += 1
-        self.online[kind] += online
-        self.reporting[kind] += reporting
-        self.max_iv[kind] = max(self.max_iv[kind], iv)
-
-    def seen(self, kind: str, ts: datetime | None) -> None:
-        self.newest[kind] = _newer(self.newest[kind], ts)
-
-    def entity(self, indicator: str, status: Status) -> None:
-        if status > self.worst.get(indicator, Status.NORMAL):
-            self.worst[indicator] = status
-
-
 def _ge_clear(value: float | None, th: Thresholds) -> bool:
     """True when a value is below the lowest `ge` bound by the hysteresis margin."""
     bounds = [b for b in (th.attention, th.warning, th.critical) if b is not None]
@@ -262,8 +199,8 @@ class Builder:
         self.cfg = cfg
         self.now = now
         self.with_sites = with_sites
-        self.accs: dict[str | None, _Acc] = {}
-        self.city = _Acc()
+        self.accs: dict[str | None, Acc] = {}
+        self.city = Acc()
         self.sites: dict[str, list[Site]] = {d.id: [] for d in DISTRICTS}
         self.checks: list[EntityCheck] = []
         th = self.th = entity_thresholds(cfg.catalogue)
@@ -272,10 +209,10 @@ class Builder:
         self.th_pf = th.power_factor
         self.th_load = th.load_share
 
-    def _scopes(self, district: str | None) -> tuple[_Acc, _Acc]:
+    def _scopes(self, district: str | None) -> tuple[Acc, Acc]:
         acc = self.accs.get(district)
         if acc is None:
-            acc = self.accs[district] = _Acc()
+            acc = self.accs[district] = Acc()
         return acc, self.city
 
     def _voltage_out(self, v: float | None) -> bool:
@@ -344,11 +281,11 @@ class Builder:
                 acc.seen("parking", r.newest)
             if r.site is None:
                 continue
-            occupancy = _ratio(r.occupied, r.reporting)
+            occupancy = ratio(r.occupied, r.reporting)
             if occupancy is not None and occupancy >= self.th.lot_near_full:
                 for acc in self._scopes(r.district):
                     acc.lots_near_full += 1
-            coverage = _ratio(r.reporting, r.registered)
+            coverage = ratio(r.reporting, r.registered)
             stale_after = float(STALE_INTERVALS * r.max_iv)
             occ_status = self._own_status(occ_ind, occupancy)
             th = self.cfg.catalogue[occ_ind].thresholds
@@ -571,7 +508,7 @@ class Builder:
         live = [m for m in meters if m.online and m.ts is not None]
         newest: datetime | None = None
         for m in live:
-            newest = _newer(newest, m.ts)
+            newest = newer(newest, m.ts)
         load = sum(m.active_power_kw or 0.0 for m in live) if live else None
         used = sum(m.consumption_kwh or 0.0 for m in live) if live else None
         contract = sum(m.contract_kw for m in meters if m.contract_kw) or None
@@ -680,7 +617,7 @@ class Builder:
     def scope(
         self,
         scope_id: str,
-        acc: _Acc,
+        acc: Acc,
         *,
         level: str,
         unassigned: int,
@@ -689,163 +626,39 @@ class Builder:
         slow_keys: tuple[str | None, ...],
     ) -> Scope:
         """All figures of one scope at one level."""
-        figures: list[Figure] = []
-        for ind in self.cfg.catalogue.values():
-            if level not in ind.levels:
-                continue
-            figures.append(
-                self._figure(ind, acc, scope_id, unassigned, ingest, slow, slow_keys, level)
-            )
+        view = ScopeView(
+            scope_id, acc, unassigned, ingest, slow, slow_keys, self.now, self.cfg.co2_kg_per_kwh
+        )
+        figures = [
+            self._figure(ind, view) for ind in self.cfg.catalogue.values() if level in ind.levels
+        ]
         status = max((f.status for f in figures), default=Status.NORMAL)
         return Scope(scope_id, status, tuple(figures))
 
-    def _figure(
-        self,
-        ind: Indicator,
-        acc: _Acc,
-        scope_id: str,
-        unassigned: int,
-        ingest: list[IngestRow],
-        slow: SlowInputs,
-        slow_keys: tuple[str | None, ...],
-        level: str,
-    ) -> Figure:
+    def _figure(self, ind: Indicator, view: ScopeView) -> Figure:
+        """One indicator in one scope: its domain's computation, status, coverage, age."""
+        acc = view.acc
         domain = ind.domain
-        by: dict[str, float | None] | None = None
         if domain in KINDS:
             registered = acc.registered[domain]
             reporting = acc.reporting[domain]
-            coverage = _ratio(reporting, registered)
+            coverage = ratio(reporting, registered)
             newest = acc.newest[domain]
             stale_after = float(STALE_INTERVALS * acc.max_iv[domain])
         else:
             registered = sum(acc.registered.values())
             reporting = sum(acc.online.values())
-            coverage = _ratio(reporting, registered)
+            coverage = ratio(reporting, registered)
             newest = None
             for k in KINDS:
-                newest = _newer(newest, acc.newest[k])
+                newest = newer(newest, acc.newest[k])
             stale_after = float(STALE_INTERVALS * max(acc.max_iv.values()))
-        value = self._value(ind.id, acc, scope_id, unassigned, ingest, slow, slow_keys)
-        if ind.id == "waste.deposited_kg_today" and value is not None:
-            by = {c: acc.deposited.get(c, 0.0) for c in acc.deposited}
-        if ind.id == "devices.online_ratio":
-            by = {k: _ratio(acc.online[k], acc.registered[k]) for k in KINDS}
+        value = VALUES[ind.id](view)
+        breakdown = BREAKDOWNS.get(ind.id)
+        by = breakdown(view, value) if breakdown is not None else None
         status = self._own_status(ind.id, value)
         status = max(status, acc.worst.get(ind.id, Status.NORMAL))
         return Figure(ind.id, value, status, coverage, newest, stale_after, by)
-
-    def _value(
-        self,
-        ind_id: str,
-        acc: _Acc,
-        scope_id: str,
-        unassigned: int,
-        ingest: list[IngestRow],
-        slow: SlowInputs,
-        slow_keys: tuple[str | None, ...],
-    ) -> float | None:
-        p = acc.reporting["parking"]
-        w = acc.reporting["waste"]
-        e = acc.reporting["energy"]
-        if ind_id == "parking.occupancy_ratio":
-            return _ratio(acc.occupied, p)
-        if ind_id == "parking.free_spaces":
-            return float(p - acc.occupied) if p else None
-        if ind_id == "parking.lots_near_full":
-            return float(acc.lots_near_full) if p else None
-        if ind_id == "parking.turnover_24h":
-            if not p or slow.transitions is None:
-                return None
-            moves = sum(slow.transitions.get(k, 0) for k in slow_keys)
-            return moves / p
-        if ind_id == "waste.fill_pct_mean":
-            return acc.fill_sum / acc.bins if w and acc.bins else None
-        counts = {
-            "waste.huts_full": acc.huts_full,
-            "waste.gas_alarms": acc.gas_alarms,
-            "waste.fire_risk": acc.fire_risk,
-            "waste.seepage": acc.seepage,
-            "waste.offhours_dropoffs_today": acc.dropoffs,
-        }
-        if ind_id in counts:
-            return float(counts[ind_id]) if w else None
-        if ind_id == "waste.deposited_kg_today":
-            return sum(acc.deposited.values()) if w else None
-        if ind_id == "energy.load_kw":
-            return acc.load_kw if e else None
-        if ind_id == "energy.consumption_kwh_today":
-            return acc.consumption_kwh if e else None
-        if ind_id == "energy.peak_load_kw_today":
-            current = acc.load_kw if e else None
-            stored = (slow.peaks or {}).get(scope_id)
-            if current is None:
-                return stored
-            return current if stored is None else max(stored, current)
-        if ind_id == "energy.co2_t_today":
-            return acc.consumption_kwh * self.cfg.co2_kg_per_kwh / 1000.0 if e else None
-        if ind_id == "energy.adjustable_kw":
-            return acc.adjustable_kw if e else None
-        if ind_id == "energy.low_power_factor":
-            return float(acc.low_pf) if e else None
-        if ind_id == "energy.voltage_deviation":
-            return float(acc.voltage_dev) if e else None
-        if ind_id == "energy.key_consumer_monitoring_rate":
-            return _ratio(acc.key_online, acc.key_registered)
-        if ind_id == "devices.online_ratio":
-            return _ratio(sum(acc.online.values()), sum(acc.registered.values()))
-        if ind_id == "devices.completeness_1h":
-            if slow.completeness is None:
-                return None
-            got = sum(slow.completeness.get(k, (0, 0))[0] for k in slow_keys)
-            expected = sum(slow.completeness.get(k, (0, 0))[1] for k in slow_keys)
-            return _ratio(got, expected)
-        if ind_id == "devices.low_battery":
-            return float(acc.low_battery) if sum(acc.online.values()) else None
-        if ind_id == "devices.ingest_lag_p95_s":
-            return ingest_lag_p95(ingest, self.now)
-        if ind_id == "devices.unassigned":
-            return float(unassigned)
-        if ind_id == "devices.rejected_ratio_10m":
-            return rejected_ratio(ingest, self.now)
-        raise KeyError(ind_id)
-
-
-def _window(rows: Iterable[IngestRow], now: datetime, minutes: int) -> list[IngestRow]:
-    """Rows of the current minute and the `minutes - 1` before it."""
-    current = now.replace(second=0, microsecond=0)
-    first = current.timestamp() - 60 * (minutes - 1)
-    return [r for r in rows if first <= r.minute.timestamp() <= current.timestamp()]
-
-
-def ingest_lag_p95(rows: Iterable[IngestRow], now: datetime) -> float | None:
-    """p95 of stored time - device ts, interpolated linearly within its histogram bucket."""
-    counts = [0] * (len(LAG_BOUNDS_S) + 1)
-    for r in _window(rows, now, LAG_WINDOW_MIN):
-        for i, c in enumerate(r.lag_counts[: len(counts)]):
-            counts[i] += int(c)
-    total = sum(counts)
-    if total == 0:
-        return None
-    rank = LAG_QUANTILE * total
-    seen = 0
-    for i, c in enumerate(counts):
-        if c and seen + c >= rank:
-            if i >= len(LAG_BOUNDS_S):
-                # Beyond the last bound the histogram says only "slower than this".
-                return LAG_BOUNDS_S[-1]
-            lower = 0.0 if i == 0 else LAG_BOUNDS_S[i - 1]
-            upper = LAG_BOUNDS_S[i]
-            return lower + (upper - lower) * (rank - seen) / c
-        seen += c
-    return LAG_BOUNDS_S[-1]
-
-
-def rejected_ratio(rows: Iterable[IngestRow], now: datetime) -> float | None:
-    """Rejected ÷ received over the last ten minutes."""
-    window = _window(rows, now, REJECTED_WINDOW_MIN)
-    received = sum(r.received for r in window)
-    return _ratio(sum(r.rejected for r in window), received)
 
 
 def build_snapshot(rows: EntityInputs, slow: SlowInputs, *, cfg: Config, now: datetime) -> Snapshot:
@@ -872,7 +685,7 @@ def build_fast_snapshot(
 def _finish(b: Builder, unassigned: int, ingest: list[IngestRow], slow: SlowInputs) -> Snapshot:
     districts: dict[str, Scope] = {}
     for d in DISTRICTS:
-        acc = b.accs.get(d.id) or _Acc()
+        acc = b.accs.get(d.id) or Acc()
         districts[d.id] = b.scope(
             d.id,
             acc,

@@ -1,0 +1,137 @@
+"""What a domain's computations are given, and the registry of them by catalogue id.
+
+Each domain module (`parking`, `waste`, `energy`, `devices`) registers, with
+`@computes(id)`, the function that turns one scope's sums into an indicator's value,
+and with `@breaks_down(id)` the function that gives its `by` breakdown. The package
+checks at import that every catalogue id has a computation, in the module of its domain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TypeVar
+
+from cityvitals.api.queries import IngestRow, SlowInputs
+from cityvitals.catalogue import BY_ID, REPORT_INTERVAL_S, Status
+from cityvitals.payloads import CATEGORIES
+
+KINDS = ("parking", "waste", "energy")
+
+
+def newer(a: datetime | None, b: datetime | None) -> datetime | None:
+    """The later of two optional instants."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+def ratio(num: float, den: float) -> float | None:
+    """num ÷ den, or None when there is nothing to divide by."""
+    return num / den if den else None
+
+
+@dataclass
+class Acc:
+    """Running sums for one scope (a district, the unassigned devices or the city)."""
+
+    registered: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    online: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    reporting: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    newest: dict[str, datetime | None] = field(default_factory=lambda: dict.fromkeys(KINDS))
+    max_iv: dict[str, int] = field(default_factory=lambda: dict(REPORT_INTERVAL_S))
+    low_battery: int = 0
+    occupied: int = 0
+    lots_near_full: int = 0
+    bins: int = 0
+    fill_sum: float = 0.0
+    huts_full: int = 0
+    gas_alarms: int = 0
+    fire_risk: int = 0
+    seepage: int = 0
+    dropoffs: int = 0
+    deposited: dict[str, float] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, 0.0))
+    load_kw: float = 0.0
+    adjustable_kw: float = 0.0
+    consumption_kwh: float = 0.0
+    low_pf: int = 0
+    voltage_dev: int = 0
+    key_registered: int = 0
+    key_online: int = 0
+    # indicator id -> worst per-entity status in this scope
+    worst: dict[str, Status] = field(default_factory=dict)
+
+    def device(self, kind: str, *, online: bool, reporting: bool, iv: int) -> None:
+        """Count one registered device of a kind."""
+        self.registered[kind] += 1
+        self.online[kind] += online
+        self.reporting[kind] += reporting
+        self.max_iv[kind] = max(self.max_iv[kind], iv)
+
+    def seen(self, kind: str, ts: datetime | None) -> None:
+        """Note the time of a reading used."""
+        self.newest[kind] = newer(self.newest[kind], ts)
+
+    def entity(self, indicator: str, status: Status) -> None:
+        """Note one counted entity's status."""
+        if status > self.worst.get(indicator, Status.NORMAL):
+            self.worst[indicator] = status
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeView:
+    """One scope (the city or a district) as a computation sees it."""
+
+    id: str
+    acc: Acc
+    # Auto-registered devices without a district (the city's figure; 0 for districts).
+    unassigned: int
+    ingest: list[IngestRow]
+    slow: SlowInputs
+    # The keys of the slow figures (districts, None for no district) in this scope.
+    slow_keys: tuple[str | None, ...]
+    now: datetime
+    co2_kg_per_kwh: float
+
+
+Value = Callable[[ScopeView], float | None]
+Breakdown = Callable[[ScopeView, float | None], dict[str, float | None] | None]
+VALUES: dict[str, Value] = {}
+BREAKDOWNS: dict[str, Breakdown] = {}
+
+
+F = TypeVar("F", Value, Breakdown)
+
+
+def _register(registry: dict[str, F], ind_id: str, fn: F) -> None:
+    ind = BY_ID.get(ind_id)
+    if ind is None:
+        raise ValueError(f"{fn.__module__}.{fn.__name__} computes {ind_id!r}, not in the catalogue")
+    if fn.__module__.rsplit(".", 1)[-1] != ind.domain:
+        raise ValueError(f"{ind_id} belongs in the {ind.domain} module, not {fn.__module__}")
+    if ind_id in registry:
+        raise ValueError(f"{ind_id} is computed twice")
+    registry[ind_id] = fn
+
+
+def computes(ind_id: str) -> Callable[[Value], Value]:
+    """Register the function that computes one indicator's value in a scope."""
+
+    def register(fn: Value) -> Value:
+        _register(VALUES, ind_id, fn)
+        return fn
+
+    return register
+
+
+def breaks_down(ind_id: str) -> Callable[[Breakdown], Breakdown]:
+    """Register the function that gives one indicator's `by` breakdown in a scope."""
+
+    def register(fn: Breakdown) -> Breakdown:
+        _register(BREAKDOWNS, ind_id, fn)
+        return fn
+
+    return register
