@@ -13,18 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cityvitals.api.indicators import BREAKDOWNS, KINDS, VALUES, Acc, ScopeView, newer, ratio
-from cityvitals.api.queries import (
-    EntityInputs,
-    EntityThresholds,
-    FastInputs,
-    HutRow,
-    IngestRow,
-    LotRow,
-    MeterRow,
-    SiteLoadRow,
-    SlowInputs,
-    Totals,
-)
+from cityvitals.api.indicators.db import EntityThresholds, SlowInputs, Totals
+from cityvitals.api.indicators.devices import IngestRow
+from cityvitals.api.indicators.energy import MeterRow, SiteLoadRow
+from cityvitals.api.indicators.parking import LotRow
+from cityvitals.api.indicators.waste import HutRow
+from cityvitals.api.queries import EntityInputs, FastInputs
 from cityvitals.catalogue import (
     DISTRICTS,
     GASES,

@@ -11,11 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from cityvitals.api.queries import IngestRow, SlowInputs
+from cityvitals.api.indicators.db import SlowInputs
 from cityvitals.catalogue import BY_ID, REPORT_INTERVAL_S, Status
 from cityvitals.payloads import CATEGORIES
+
+if TYPE_CHECKING:
+    from cityvitals.api.indicators.devices import IngestRow
 
 KINDS = ("parking", "waste", "energy")
 

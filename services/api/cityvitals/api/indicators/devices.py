@@ -4,16 +4,38 @@ devices, rejected messages."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
+from psycopg import sql
+
 from cityvitals.api.indicators.base import KINDS, ScopeView, breaks_down, computes, ratio
-from cityvitals.api.queries import IngestRow
+from cityvitals.api.indicators.db import DEVICES_CTE
 from cityvitals.db.schema import LAG_BOUNDS_S
 
 # Minutes of ingest counters behind the lag p95 and the rejected ratio.
 LAG_WINDOW_MIN = 5
 REJECTED_WINDOW_MIN = 10
 LAG_QUANTILE = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class IngestRow:
+    """One minute of one collector's ingest counters."""
+
+    minute: datetime
+    received: int
+    rejected: int
+    lag_counts: list[int]
+
+
+COMPLETENESS_SQL = sql.SQL(
+    "WITH {dev}, "
+    "q AS (SELECT device_id, sum(n)::bigint AS n, max(max_seq) - min(min_seq) + 1 AS expected "
+    "FROM seq_10m WHERE bucket > %(since)s AND bucket <= %(now)s GROUP BY device_id) "
+    "SELECT dev.district, sum(q.n)::bigint, sum(greatest(q.expected, q.n))::bigint FROM dev "
+    "JOIN q ON q.device_id = dev.device_id WHERE dev.online GROUP BY dev.district"
+).format(dev=DEVICES_CTE)
 
 
 @computes("devices.online_ratio")

@@ -2,7 +2,55 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import sql
+
 from cityvitals.api.indicators.base import ScopeView, computes, ratio
+from cityvitals.api.indicators.db import DEVICES_CTE, EntityThresholds
+
+
+@dataclass(frozen=True, slots=True)
+class LotRow:
+    """Parking sensors of one lot (or of no lot) in one district."""
+
+    district: str | None
+    site: str | None
+    registered: int
+    online: int
+    reporting: int
+    occupied: int
+    low_battery: int
+    newest: datetime | None
+    max_iv: int
+
+
+LOTS_SQL = sql.SQL(
+    "WITH {dev} SELECT dev.district, dev.site, count(*) AS registered, "
+    "count(*) FILTER (WHERE dev.online) AS online, "
+    "count(l.device_id) FILTER (WHERE dev.online) AS reporting, "
+    "count(*) FILTER (WHERE dev.online AND l.occupied) AS occupied, "
+    "count(*) FILTER (WHERE dev.online AND l.battery_v < %(low)s::float8) AS low_battery, "
+    "max(l.ts) FILTER (WHERE dev.online) AS newest, max(dev.iv) AS max_iv "
+    "FROM dev LEFT JOIN latest_parking l ON l.device_id = dev.device_id "
+    "WHERE dev.kind = 'parking' {only} GROUP BY dev.district, dev.site"
+)
+
+TRANSITIONS_SQL = sql.SQL(
+    "WITH {dev}, "
+    "t AS (SELECT device_id, sum(transitions) AS n FROM parking_hourly "
+    "WHERE hour > %(since)s AND hour <= %(now)s GROUP BY device_id) "
+    "SELECT dev.district, coalesce(sum(t.n), 0)::bigint FROM dev "
+    "JOIN t ON t.device_id = dev.device_id "
+    "WHERE dev.kind = 'parking' AND dev.online GROUP BY dev.district"
+).format(dev=DEVICES_CTE)
+
+
+def lot_params(params: dict[str, Any], th: EntityThresholds) -> dict[str, Any]:
+    """The parameters of `LOTS_SQL`."""
+    return params | {"low": th.low_battery_v.get("parking")}
 
 
 @computes("parking.occupancy_ratio")

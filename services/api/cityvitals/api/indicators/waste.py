@@ -2,7 +2,100 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import sql
+
 from cityvitals.api.indicators.base import ScopeView, breaks_down, computes
+from cityvitals.api.indicators.db import DEVICES_CTE, EntityThresholds
+
+
+@dataclass(frozen=True, slots=True)
+class HutRow:
+    """One waste hut with its latest reading and today's figures."""
+
+    device_id: str
+    district: str | None
+    site: str | None
+    name: str | None
+    iv: int
+    online: bool
+    ts: datetime | None
+    n_bins: int
+    fill_mean: float | None
+    fill_max: float | None
+    h2s_ppm: float | None
+    nh3_ppm: float | None
+    ch4_pct_lel: float | None
+    temp_c: float | None
+    seepage: bool | None
+    low_battery: bool
+    dropoffs_today: int
+    deposited_kg: dict[str, float]
+
+
+HUTS_SQL = sql.SQL(
+    "WITH {dev}, "
+    "dropoffs AS (SELECT device_id, count(*) AS n FROM events "
+    "WHERE type = 'off_hours_dropoff' AND ts >= %(midnight)s AND ts < %(next_midnight)s "
+    "GROUP BY device_id), "
+    "deposited AS (SELECT device_id, jsonb_object_agg(category, deposited_kg) AS kg "
+    "FROM waste_daily WHERE day = %(day)s GROUP BY device_id) "
+    "SELECT dev.device_id, dev.district, dev.site, dev.name, dev.iv, dev.online, l.ts, "
+    "coalesce(jsonb_array_length(l.bins), 0) AS n_bins, l.fill_mean, l.fill_max, "
+    "l.h2s_ppm, l.nh3_ppm, l.ch4_pct_lel, l.temp_c, l.seepage, "
+    "coalesce(l.battery_v < %(low)s::float8, false) AS low_battery, "
+    "coalesce(dropoffs.n, 0) AS dropoffs_today, coalesce(deposited.kg, '{{}}') AS deposited_kg "
+    "FROM dev LEFT JOIN latest_waste l ON l.device_id = dev.device_id "
+    "LEFT JOIN dropoffs ON dropoffs.device_id = dev.device_id "
+    "LEFT JOIN deposited ON deposited.device_id = dev.device_id "
+    "WHERE dev.kind = 'waste' {only}"
+)
+
+WASTE_TOTALS_SQL = sql.SQL(
+    "WITH {dev}, "
+    "dropoffs AS (SELECT device_id, count(*) AS n FROM events "
+    "WHERE type = 'off_hours_dropoff' AND ts >= %(midnight)s AND ts < %(next_midnight)s "
+    "GROUP BY device_id), "
+    "h AS (SELECT dev.district, dev.iv, dev.online, dev.online AND l.ts IS NOT NULL AS rep, "
+    "l.ts, coalesce(jsonb_array_length(l.bins), 0) AS n_bins, l.fill_mean, l.fill_max, "
+    "l.h2s_ppm, l.nh3_ppm, l.ch4_pct_lel, l.temp_c, l.seepage, l.battery_v, "
+    "coalesce(dropoffs.n, 0) AS n_drop "
+    "FROM dev LEFT JOIN latest_waste l ON l.device_id = dev.device_id "
+    "LEFT JOIN dropoffs ON dropoffs.device_id = dev.device_id WHERE dev.kind = 'waste') "
+    "SELECT district, 'waste', count(*), count(*) FILTER (WHERE online), "
+    "count(*) FILTER (WHERE rep), max(ts) FILTER (WHERE rep), max(iv), "
+    "count(*) FILTER (WHERE rep AND battery_v < %(low)s::float8), "
+    "coalesce(sum(n_bins) FILTER (WHERE rep), 0)::bigint, "
+    "coalesce(sum(coalesce(fill_mean, 0) * n_bins) FILTER (WHERE rep), 0)::float8, "
+    "count(*) FILTER (WHERE rep AND {full}), "
+    "count(*) FILTER (WHERE rep AND (h2s_ppm >= %(gas_h2s)s::float8 "
+    "OR nh3_ppm >= %(gas_nh3)s::float8 OR ch4_pct_lel >= %(gas_ch4)s::float8)), "
+    "count(*) FILTER (WHERE rep AND {fire}), "
+    "count(*) FILTER (WHERE rep AND seepage), "
+    "coalesce(sum(n_drop) FILTER (WHERE rep), 0)::bigint, "
+    "0.0::float8, 0.0::float8, 0.0::float8, 0, 0, 0, 0 "
+    "FROM h GROUP BY district"
+)
+
+DEPOSITED_SQL = sql.SQL(
+    "WITH {dev} SELECT dev.district, w.category, sum(w.deposited_kg)::float8 FROM dev "
+    "JOIN latest_waste l ON l.device_id = dev.device_id "
+    "JOIN waste_daily w ON w.device_id = dev.device_id AND w.day = %(day)s "
+    "WHERE dev.kind = 'waste' AND dev.online GROUP BY dev.district, w.category"
+).format(dev=DEVICES_CTE)
+
+
+def waste_params(params: dict[str, Any], th: EntityThresholds) -> dict[str, Any]:
+    """The parameters of `HUTS_SQL` and `WASTE_TOTALS_SQL`."""
+    return params | {
+        "low": th.low_battery_v.get("waste"),
+        "gas_h2s": th.gas_warning["h2s_ppm"],
+        "gas_nh3": th.gas_warning["nh3_ppm"],
+        "gas_ch4": th.gas_warning["ch4_pct_lel"],
+    }
 
 
 def _huts(s: ScopeView, count: int) -> float | None:
