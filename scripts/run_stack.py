@@ -21,6 +21,7 @@ import urllib.request
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
 
 from cityvitals.cli.localstack import (
     PG_SERVICE_USER,
@@ -34,6 +35,33 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / ".run"
 CITYVITALS = str(Path(sys.executable).parent / "cityvitals")
 console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _report(message: str) -> None:
+    """The one line a failed `make run` ends with (never wrapped, never markup)."""
+    errors.print(Text.assemble(("error: ", "bold red"), _one_line(message)), soft_wrap=True)
+
+
+def _error_line(output: str) -> str:
+    """The one-line start-up error a `cityvitals` subcommand ended with, else its last line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("cityvitals ") and ": error: " in line:
+            return line
+    return lines[-1] if lines else "no output"
+
+
+def _log_tail(name: str) -> str:
+    path = RUN / "logs" / f"{name}.log"
+    try:
+        return _error_line(path.read_text(errors="replace")[-20000:])
+    except OSError:
+        return "no log"
 
 
 def _port(name: str, default: int) -> int:
@@ -80,11 +108,14 @@ def _admin_token() -> str:
     return token
 
 
-def _wait_http(url: str, deadline_s: float, proc: subprocess.Popen[bytes]) -> None:
+def _wait_http(url: str, deadline_s: float, proc: subprocess.Popen[bytes], name: str) -> None:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         if proc.poll() is not None:
-            raise StackError(f"{url} never came up: the process exited with {proc.returncode}")
+            raise StackError(
+                f"{url} never came up: {name} exited with {proc.returncode} "
+                f"({_log_tail(name)}); see {RUN / 'logs' / (name + '.log')}"
+            )
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310
                 if resp.status == 200:
@@ -167,11 +198,13 @@ class Stack:
             [CITYVITALS, "migrate"], env=self.env, capture_output=True, check=False
         )
         if migrate.returncode != 0:
-            raise StackError("migrations failed:\n" + migrate.stderr.decode(errors="replace"))
+            raise StackError(
+                "migrations failed: " + _error_line(migrate.stderr.decode(errors="replace"))
+            )
         console.print(f"[bold]Database[/] {migrate.stdout.decode().strip()}")
         self.spawn("collector", "collector")
         api = self.spawn("api", "api")
-        _wait_http(f"http://127.0.0.1:{self.api_port}/readyz", 60, api)
+        _wait_http(f"http://127.0.0.1:{self.api_port}/readyz", 60, api, "api")
         self.spawn("simulator", "simulate", "--register", "api")
         base = f"http://127.0.0.1:{self.api_port}"
         console.print()
@@ -192,7 +225,7 @@ class Stack:
             for name, proc in self.procs:
                 if proc.poll() is not None:
                     raise StackError(
-                        f"{name} exited with code {proc.returncode}; see "
+                        f"{name} exited with code {proc.returncode} ({_log_tail(name)}); see "
                         f"{RUN / 'logs' / (name + '.log')}"
                     )
             time.sleep(0.5)
@@ -217,8 +250,12 @@ class Stack:
 
 
 def main() -> int:
-    """Run the stack until interrupted."""
-    stack = Stack()
+    """Run the stack until interrupted; one line and exit code 1 when it cannot."""
+    try:
+        stack = Stack()
+    except (StackError, OSError, KeyError) as err:
+        _report(_failure(err))
+        return 1
 
     def interrupted(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -229,12 +266,28 @@ def main() -> int:
         stack.watch()
     except KeyboardInterrupt:
         console.print("\nstopping …")
-    except StackError as err:
-        console.print(f"[bold red]error:[/] {err}")
+    except (StackError, OSError) as err:
+        _report(_failure(err))
         stack.stop()
         return 1
     stack.stop()
     return 0
+
+
+def _failure(err: BaseException) -> str:
+    """What went wrong and what to do, for the errors start-up can meet."""
+    if isinstance(err, StackError):
+        return str(err)
+    if isinstance(err, FileNotFoundError) and err.filename == CITYVITALS:
+        return f"{CITYVITALS} is missing: run `make install` first"
+    if isinstance(err, OSError):
+        where = f" ({err.filename})" if err.filename else ""
+        return f"{err.strerror or err}{where}: check the permissions of {RUN} and the binaries"
+    # pwd.getpwnam: running as root needs the `postgres` user.
+    return (
+        f"no {PG_SERVICE_USER!r} user on this machine: install Debian's `postgresql` package "
+        f"or run make run as a normal user ({err})"
+    )
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ a service runs (outages) are the services' own business and are retried there.
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import NoReturn
@@ -23,6 +25,15 @@ EXIT_STARTUP = 2
 # SQLSTATEs of a login the server refused (PostgreSQL appendix A).
 _AUTH_FAILED = {"28P01", "28000"}
 _NO_DATABASE = "3D000"
+# What the server says, in libpq's message, when it refuses a login (SQLSTATE 28xxx).
+_LOGIN_REFUSED = (
+    "password authentication failed",
+    "authentication failed for user",
+    "no pg_hba.conf entry",
+    "is not permitted to log in",
+    "password is expired",
+    "no password supplied",
+)
 
 
 class StartupError(Exception):
@@ -41,7 +52,9 @@ def settings_error(err: ValidationError) -> StartupError:
         name = "CITYVITALS_" + "_".join(str(p) for p in e["loc"]).upper()
         given = e.get("input")
         shown = f" (got {given!r})" if isinstance(given, str | int | float) else ""
-        parts.append(f"{name}: {e['msg']}{shown}")
+        # A validator's own message reads better without pydantic's "Value error, ".
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        parts.append(f"{name}: {msg}{shown}")
     return StartupError("bad configuration: " + "; ".join(parts), "fix the variable(s) or .env")
 
 
@@ -55,17 +68,26 @@ def _where(dsn: str) -> str:
     )
 
 
+def _server_says(text: str) -> str:
+    """The server's own reason out of libpq's message (after `FATAL:`), else the text."""
+    _, found, reason = text.partition("FATAL:")
+    return reason.strip() if found else text
+
+
 def database_error(err: psycopg.Error, dsn: str) -> StartupError:
     """What a failed connection to the database means for the operator."""
     where = _where(dsn)
+    # libpq reports a refused connection without a SQLSTATE: the server's text decides.
     state = getattr(err, "sqlstate", None)
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    if state in _AUTH_FAILED or "password authentication failed" in text:
+    reason = _server_says(text)
+    unknown_role = 'role "' in text and "does not exist" in text
+    if state in _AUTH_FAILED or unknown_role or any(sign in text for sign in _LOGIN_REFUSED):
         return StartupError(
-            f"the database refused the login for {where}",
+            f"the database refused the login for {where} ({reason})",
             "check the user and password in CITYVITALS_DATABASE_URL",
         )
-    if state == _NO_DATABASE or "does not exist" in text:
+    if state == _NO_DATABASE or ("database" in text and "does not exist" in text):
         return StartupError(
             f"database {where} does not exist",
             "create it (CREATE DATABASE) or fix the name in CITYVITALS_DATABASE_URL",
@@ -103,11 +125,20 @@ def check_broker(host: str, port: int, *, timeout_s: float = 5.0) -> None:
         ) from None
 
 
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def report(command: str, err: StartupError) -> int:
+    """Write the one line on stderr; the exit code to end with."""
+    sys.stderr.write(f"cityvitals {command}: error: {_one_line(err.what)}: {_one_line(err.fix)}\n")
+    sys.stderr.flush()
+    return EXIT_STARTUP
+
+
 def fail(command: str, err: StartupError) -> NoReturn:
     """Write the one line and exit."""
-    sys.stderr.write(f"cityvitals {command}: error: {err.what}: {err.fix}\n")
-    sys.stderr.flush()
-    raise SystemExit(EXIT_STARTUP)
+    raise SystemExit(report(command, err))
 
 
 @contextmanager
@@ -119,3 +150,29 @@ def reported(command: str) -> Iterator[None]:
         fail(command, err)
     except ValidationError as err:
         fail(command, settings_error(err))
+
+
+class OneLineRepeats(logging.Filter):
+    """Standard-library records as one line each, and the same one at most every `every_s`.
+
+    A connection pool retrying a database that is away logs each attempt with libpq's
+    multi-line hint; after the service's own warning line, those add nothing but noise.
+    """
+
+    def __init__(self, every_s: float = 300.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record to its first line; drop it when it repeats too soon."""
+        text = record.getMessage().strip()
+        line = text.splitlines()[0] if text else text
+        record.msg, record.args = line, None
+        now = time.monotonic()
+        if now - self._last.get(line, float("-inf")) < self.every_s:
+            return False
+        if len(self._last) > 256:
+            self._last.clear()
+        self._last[line] = now
+        return True

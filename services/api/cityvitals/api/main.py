@@ -279,22 +279,46 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def run(settings: ApiSettings) -> int:
-    """Serve on `api_host:api_port` with one uvicorn worker until SIGTERM; the exit code."""
+    """Serve on `api_host:api_port` with one uvicorn worker until SIGTERM; the exit code.
+
+    Start-up mistakes raise StartupError (docs/running.md, "When it cannot start"): the
+    port taken or not ours to listen on, a database that refuses the login or does not
+    exist. A database that is only away is an outage: one warning line, and the API
+    serves meanwhile (`/readyz` answers 503 until it is back).
+    """
+    import logging
+
+    from cityvitals.startup import OneLineRepeats, StartupError, check_database, is_transient
+
+    where = f"{settings.api_host}:{settings.api_port}"
     try:
         sock = _bind(settings.api_host, settings.api_port)
     except OSError as err:
         if err.errno == errno.EADDRINUSE:
-            log.error(
-                "port already in use: another process listens there; "
-                "stop it or set CITYVITALS_API_PORT",
-                host=settings.api_host,
-                port=settings.api_port,
-            )
-        else:
-            log.error(
-                "cannot listen", host=settings.api_host, port=settings.api_port, error=str(err)
-            )
-        return 1
+            raise StartupError(
+                f"port {where} is already in use by another process",
+                "stop that process or set CITYVITALS_API_PORT to a free port",
+            ) from None
+        raise StartupError(
+            f"cannot listen on {where} ({err.strerror or err})",
+            "set CITYVITALS_API_HOST to an address of this machine and "
+            "CITYVITALS_API_PORT to a port this user may open",
+        ) from None
+    try:
+        check_database(settings.psycopg_dsn)
+    except StartupError as err:
+        if not is_transient(err):
+            sock.close()
+            raise
+        log.warning(
+            "database_unreachable",
+            detail=f"{err.what}: {err.fix}",
+            serving=True,
+            hint="/readyz answers 503 until the database is back",
+        )
+    # The pools retry an absent database with libpq's multi-line message on every
+    # attempt; one line each, and not again for five minutes.
+    logging.getLogger("psycopg.pool").addFilter(OneLineRepeats())
     config = uvicorn.Config(
         create_app(settings),
         workers=1,

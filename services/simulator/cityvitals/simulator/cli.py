@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import urllib.error
 from datetime import datetime, time
 from typing import Literal
 
+import psycopg
 import structlog
+from pydantic import ValidationError
 
 from cityvitals import logs
 from cityvitals.reasons import Reason
 from cityvitals.settings import SimulatorSettings
+from cityvitals.startup import StartupError, check_broker, database_error, report, settings_error
 from cityvitals.timeutil import utcnow, zone
 from cityvitals.topics import Kind
 
@@ -190,19 +194,31 @@ def _register(fleet: Fleet, how: Literal["api", "db", "none"], settings: Simulat
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the simulator; the exit code."""
+    """Run the simulator; the exit code (2 for a start-up mistake, docs/running.md)."""
     try:
         args = parser().parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
-    settings = SimulatorSettings()
+    try:
+        settings = SimulatorSettings()
+    except ValidationError as err:
+        return report("simulate", settings_error(err))
     logs.configure(settings.log_level, settings.log_format)
     try:
+        if not args.register_only:
+            # Before building and registering a fleet that could not be published.
+            target = settings.mqtt
+            check_broker(target.host, target.port)
         fleet = build_fleet(args.seed, args.scale)
         how: Literal["api", "db", "none"] = args.register or (
             "api" if settings.admin_token else "none"
         )
-        _register(fleet, how, settings)
+        try:
+            _register(fleet, how, settings)
+        except RegisterError as err:
+            raise _register_error(err) from None
+        except psycopg.Error as err:
+            raise _register_db_error(err, settings.psycopg_dsn) from None
         if args.register_only:
             return 0
         if args.load:
@@ -231,10 +247,55 @@ def main(argv: list[str] | None = None) -> int:
             offline_at_stop=not args.keep_online,
         )
         run(fleet, config)
-    except (LinkError, RegisterError, ValueError) as err:
-        log.error("simulator_failed", error=str(err))
+    except StartupError as err:
+        return report("simulate", err)
+    except ValueError as err:
+        return report("simulate", StartupError(str(err), "check the options (--help)"))
+    except LinkError as err:
+        # The broker answered the start-up check but then refused or lost us: the run
+        # failed (exit 1), still as one line.
+        report(
+            "simulate",
+            StartupError(
+                str(err),
+                "check that the broker runs and accepts CITYVITALS_MQTT_URL "
+                "(host, port, user and password)",
+            ),
+        )
         return 1
     return 0
+
+
+def _register_error(err: RegisterError) -> StartupError:
+    """What to do when registering the fleet failed."""
+    cause = err.__cause__
+    if isinstance(cause, urllib.error.HTTPError):
+        if cause.code in (401, 403):
+            return StartupError(str(err), "set CITYVITALS_ADMIN_TOKEN to the API's admin token")
+        return StartupError(str(err), "see the API's log, or use --register db")
+    if isinstance(cause, urllib.error.URLError | OSError):
+        return StartupError(
+            str(err), "start `cityvitals api` or fix CITYVITALS_API_URL (or use --register db)"
+        )
+    if "CITYVITALS_ADMIN_TOKEN" in str(err):
+        return StartupError(str(err), "set it, or use --register db or --register none")
+    return StartupError(str(err), "see the API's log, or use --register db")
+
+
+def _register_db_error(err: psycopg.Error, dsn: str) -> StartupError:
+    """What to do when registering the fleet straight into the database failed."""
+    if isinstance(err, psycopg.errors.UndefinedTable):
+        return StartupError(
+            "the database has no device registry (it is not migrated)",
+            "run `cityvitals migrate` first",
+        )
+    if isinstance(err, psycopg.OperationalError):
+        return database_error(err, dsn)
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return StartupError(
+        f"registering the fleet in the database failed ({first})",
+        "run `cityvitals migrate`, or use --register api or --register none",
+    )
 
 
 def _load(fleet: Fleet, args: argparse.Namespace, settings: SimulatorSettings) -> int:
