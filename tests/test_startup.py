@@ -219,12 +219,6 @@ def test_bad_value_is_one_line(
 
 
 @pytest.mark.parametrize("command", ["migrate", "collector", "api"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="CITYVITALS_LOCAL_TZ is not validated in shared/cityvitals/settings.py: "
-    "migrate ignores it, the collector starts, the API fails its start-up with "
-    "ZoneInfoNotFoundError's traceback",
-)
 def test_unknown_time_zone_is_one_line(
     command: str, migrated_url: str, mqtt_url: str, tmp_path: Path
 ) -> None:

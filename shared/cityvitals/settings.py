@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -68,6 +69,15 @@ class CommonSettings(BaseSettings):
         parse_mqtt_url(value)
         return value
 
+    @field_validator("local_tz")
+    @classmethod
+    def _time_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("LOCAL_TZ must be an IANA time zone such as Asia/Shanghai") from None
+        return value
+
     @field_validator("topic_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
@@ -119,6 +129,9 @@ class CollectorSettings(LimitSettings):
     # On SIGTERM, how long a collector leaving its group may take to store what the
     # broker already queued for it.
     drain_timeout_s: float = Field(default=20.0, gt=0)
+    # The tuned paho receive path and batched PUBACKs (cityvitals.mqttfast); `false`
+    # runs stock paho, for comparison in the benchmarks.
+    mqtt_tuned: bool = True
     # MQTT 5 Receive Maximum (SPEC §2): the unacknowledged window, and so the bound
     # of what the collector holds in memory while the database is away.
     receive_maximum: int = Field(default=20000, ge=1, le=65535)

@@ -11,10 +11,12 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.exc import OperationalError as SAOperationalError
 
 from cityvitals.db import timescale
-from cityvitals.db.engine import sqlalchemy_url
+from cityvitals.db.engine import libpq_url, sqlalchemy_url
 from cityvitals.settings import MigrateSettings
+from cityvitals.startup import StartupError, check_database
 
 log = structlog.get_logger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -54,11 +56,51 @@ def current_revision(conn: Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
+def _choose_timescale(conn: Connection, mode: str) -> bool:
+    """Apply CITYVITALS_TIMESCALE: `auto` falls back with a warning, `on` refuses."""
+    if mode == "off":
+        return False
+    state = timescale.availability(conn)
+    if state == "ready":
+        return timescale.enable_extension(conn)
+    if state == "not_preloaded":
+        if mode == "on":
+            raise StartupError(
+                "CITYVITALS_TIMESCALE=on but TimescaleDB is installed and not preloaded",
+                timescale.PRELOAD_FIX,
+            )
+        log.warning(
+            "TimescaleDB is installed but not preloaded; using plain PostgreSQL. To use "
+            f"it: {timescale.PRELOAD_FIX}, then run migrate on a new database"
+        )
+        return False
+    if mode == "on":
+        raise StartupError(
+            "CITYVITALS_TIMESCALE=on but the server has no timescaledb extension",
+            "install TimescaleDB for this PostgreSQL or set CITYVITALS_TIMESCALE=auto",
+        )
+    return False
+
+
 def run_migrations(settings: MigrateSettings, target: str = "head") -> MigrationResult:
     """Bring the database to the newest schema; safe to run again and concurrently.
 
     `target` names an older revision to stop at instead (tests of an upgrade use it).
+
+    Raises StartupError (one line for the operator) when the database cannot be
+    reached or refuses the login, or when CITYVITALS_TIMESCALE cannot be honoured.
     """
+    check_database(libpq_url(settings.database_url))
+    try:
+        return _run_migrations(settings, target)
+    except SAOperationalError as err:
+        raise StartupError(
+            f"the database failed during the migration ({str(err.orig).strip()[:200]})",
+            "check that the server is up and run migrate again",
+        ) from None
+
+
+def _run_migrations(settings: MigrateSettings, target: str) -> MigrationResult:
     engine = create_engine(sqlalchemy_url(settings.database_url))
     options = timescale.TimescaleOptions(
         chunk_interval=settings.chunk_interval,
@@ -71,19 +113,19 @@ def run_migrations(settings: MigrateSettings, target: str = "head") -> Migration
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATE_LOCK_KEY})
             conn.commit()
             try:
-                use_ts = False
-                if settings.timescale != "off":
-                    use_ts = timescale.enable_extension(conn)
-                    conn.commit()
-                    if settings.timescale == "on" and not use_ts:
-                        raise RuntimeError(
-                            "CITYVITALS_TIMESCALE=on but the server has no timescaledb extension"
-                        )
+                use_ts = _choose_timescale(conn, settings.timescale)
+                conn.commit()
                 previous = current_revision(conn)
                 if previous is not None:
                     stored = conn.execute(
                         text("SELECT value FROM schema_info WHERE key = 'storage'")
                     ).scalar()
+                    if stored == "timescaledb" and not use_ts and settings.timescale != "off":
+                        raise StartupError(
+                            "this database was migrated for TimescaleDB, which the server "
+                            "does not load now",
+                            timescale.PRELOAD_FIX,
+                        )
                     use_ts = stored == "timescaledb"
                 conn.commit()
                 command.upgrade(_config(conn, use_ts, options), target)

@@ -277,3 +277,19 @@ schema_info = Table(
     Column("key", Text, primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+# The collectors of a deployment and their subscription: a collector stopped with
+# SIGTERM leaves its group (and ends its broker session) only while another member
+# is alive, so the last one keeps the session that queues readings until it is back.
+collectors = Table(
+    "collectors",
+    metadata,
+    Column("client_id", Text, primary_key=True),
+    Column("subscription", Text, nullable=False),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", TZ, nullable=False),
+    Column("seen_at", TZ, nullable=False),
+    Column("stopped_at", TZ),
+    Column("left_at", TZ),
+)

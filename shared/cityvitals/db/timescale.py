@@ -61,12 +61,33 @@ ROLLUP = "indicator_samples_1h"
 ROLLUP_COLUMNS = ("indicator", "scope", "bucket", "avg_value", "min_value", "max_value", "samples")
 
 
-def enable_extension(conn: Connection) -> bool:
-    """Create the extension if the server has it; say whether it is now usable."""
-    available = conn.execute(
+PRELOAD_FIX = (
+    "add shared_preload_libraries = 'timescaledb' to postgresql.conf and restart PostgreSQL"
+)
+Availability = Literal["ready", "not_installed", "not_preloaded"]
+
+
+def availability(conn: Connection) -> Availability:
+    """Whether the server can run TimescaleDB: installed, and loaded at server start.
+
+    An installed but not preloaded extension cannot even be created (`CREATE EXTENSION`
+    fails with "must be preloaded"), which is what installing the package leaves until
+    the operator edits postgresql.conf.
+    """
+    installed = conn.execute(
         text("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'")
     ).first()
-    if available is None:
+    if installed is None:
+        return "not_installed"
+    preload = str(conn.execute(text("SELECT current_setting('shared_preload_libraries')")).scalar())
+    if "timescaledb" not in {p.strip().strip('"') for p in preload.split(",")}:
+        return "not_preloaded"
+    return "ready"
+
+
+def enable_extension(conn: Connection) -> bool:
+    """Create the extension when the server can run it; say whether it is now usable."""
+    if availability(conn) != "ready":
         return False
     conn.execute(text("CREATE EXTENSION IF NOT EXISTS timescaledb"))
     return True

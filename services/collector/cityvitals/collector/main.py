@@ -1,9 +1,15 @@
 """The collector: MQTT in, batches into the database, acknowledgements out.
 
-A QoS 1 message is acknowledged only after the batch holding it is committed (SPEC
-§2), so the broker keeps every message the collector has not durably handled. The
-unacknowledged window is the MQTT 5 Receive Maximum, which also bounds what the
-collector holds in memory while the database is away.
+A QoS 1 message is acknowledged only after the batch holding it is committed
+(docs/wire.md, delivery guarantee), so the broker keeps every message the collector
+has not durably handled. The unacknowledged window is the MQTT 5 Receive Maximum,
+which also bounds what the collector holds in memory while the database is away.
+
+Database errors are told apart where they are caught: an outage (connection lost,
+server shutting down) is waited out with back-off and shows as `database_up 0`; a
+refusal of the data is isolated by the write path and dead-lettered as `unstorable`;
+a conflict with another collector is retried at once. docs/ingestion.md has the
+table of faults and what the operator sees for each.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
@@ -29,8 +36,11 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cityvitals.collector import metrics
+from cityvitals.collector.group import HEARTBEAT_S, SYS_VERSION, Membership, choose
 from cityvitals.collector.mqttclient import CollectorClient
+from cityvitals.reasons import Reason
 from cityvitals.settings import CollectorSettings
+from cityvitals.startup import StartupError, check_broker, check_database, is_transient
 from cityvitals.store import BatchResult, BatchWriter, Incoming, limits_from
 from cityvitals.topics import subscription
 
@@ -40,6 +50,23 @@ log = structlog.get_logger("cityvitals.collector")
 SESSION_TAKEN_OVER = 0x8E
 # How often an idle collector checks that the database still answers.
 DB_PROBE_INTERVAL_S = 5.0
+# How long the broker has to answer $SYS/broker/version before it counts as unknown.
+VERSION_WAIT_S = 3.0
+# A leaving collector's queue is empty once nothing arrives for this long after its
+# last acknowledgement (the broker sends queued messages as soon as acks free room).
+DRAIN_QUIET_S = 1.0
+# CONNACK reason codes that no retry can fix (MQTT 5 §3.2.2.2).
+AUTH_REFUSED = {0x86: "bad user name or password", 0x87: "not authorized"}
+# SQLSTATE classes of a lost or unusable server (PostgreSQL appendix A): connection
+# exception, operator intervention (shutdown), insufficient resources, system error.
+OUTAGE_CLASSES = ("08", "57", "53", "58")
+
+
+def is_outage(err: psycopg.Error) -> bool:
+    """Whether a database error means the server is away (wait) rather than a bug."""
+    if not isinstance(err, psycopg.OperationalError):
+        return False
+    return not err.sqlstate or err.sqlstate[:2] in OUTAGE_CLASSES
 
 
 def default_client_id(settings: CollectorSettings) -> str:
@@ -97,6 +124,17 @@ class Collector:
         self._last_probe = float("-inf")
         self.db_up: bool | None = None
         self.totals = BatchResult()
+        self.membership = Membership(self.client_id)
+        self._last_heartbeat = float("-inf")
+        # Decided on the first connection from what the broker says it is.
+        self.topic: str | None = None
+        self._topic_lock = threading.Lock()
+        self._main_sub_mid: int | None = None
+        self.subscribed = threading.Event()
+        self.unsubscribed = threading.Event()
+        self.connack = threading.Event()
+        self.connack_refusal: str | None = None
+        self.last_message = time.monotonic()
         self.client = self._make_client(self.client_id)
 
     # --- MQTT -------------------------------------------------------------------------
@@ -107,6 +145,7 @@ class Collector:
             client_id=client_id,
             protocol=mqtt.MQTTv5,
             manual_ack=True,
+            tuned=self.settings.mqtt_tuned,
         )
         target = self.settings.mqtt
         if target.username:
@@ -121,6 +160,8 @@ class Collector:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_unsubscribe
+        client.message_callback_add(SYS_VERSION, self._on_version)
         return client
 
     def _connect_properties(self) -> Properties:
@@ -140,18 +181,59 @@ class Collector:
         properties: Properties | None,
     ) -> None:
         if reason.is_failure:
+            refusal = AUTH_REFUSED.get(reason.value)
+            if refusal and not self.connack.is_set():
+                self.connack_refusal = refusal
             log.error("mqtt_connect_refused", reason=str(reason))
+            self.connack.set()
             return
         self.connected = True
-        topic = subscription(self.settings.topic_prefix, self.settings.share_group or None)
-        client.subscribe(topic, qos=1)
+        self.connack.set()
         log.info(
             "mqtt_connected",
             client_id=self.client_id,
             session_present=flags.session_present,
-            subscription=topic,
             generation=self.generation,
         )
+        if self.topic is not None:
+            self._subscribe(client, self.topic)
+            return
+        # First connection: the broker's version decides the subscription.
+        client.subscribe(SYS_VERSION, qos=0)
+        timer = threading.Timer(VERSION_WAIT_S, self._decide, args=(None,))
+        timer.daemon = True
+        timer.start()
+
+    def _on_version(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        self._decide(bytes(msg.payload).decode(errors="replace"))
+
+    def _decide(self, version_text: str | None) -> None:
+        """Choose shared or plain once, warn where that can lose, and subscribe."""
+        with self._topic_lock:
+            if self.topic is not None:
+                return
+            group = self.settings.share_group
+            choice = choose(self.settings.shared_subscription, group, version_text)
+            self.topic = subscription(self.settings.topic_prefix, group if choice.shared else None)
+            other = subscription(self.settings.topic_prefix, None if choice.shared else group)
+        metrics.SHARED.set(1 if choice.shared else 0)
+        if choice.warning:
+            log.warning(
+                "subscription_can_lose" if choice.shared else "subscription_plain",
+                broker=choice.broker,
+                detail=choice.warning,
+            )
+        log.info("subscription_chosen", subscription=self.topic, broker=choice.broker)
+        self.client.unsubscribe(SYS_VERSION)
+        if group and other != self.topic:
+            # A session from a run with the other choice must not keep that filter.
+            self.client.unsubscribe(other)
+        self._subscribe(self.client, self.topic)
+
+    def _subscribe(self, client: mqtt.Client, topic: str) -> None:
+        result, mid = client.subscribe(topic, qos=1)
+        if result == mqtt.MQTT_ERR_SUCCESS:
+            self._main_sub_mid = mid
 
     def _on_subscribe(
         self,
@@ -161,12 +243,25 @@ class Collector:
         reasons: list[ReasonCode],
         properties: Properties | None,
     ) -> None:
+        if mid != self._main_sub_mid:
+            return
         if any(r.is_failure for r in reasons):
             log.error("mqtt_subscribe_refused", reasons=[str(r) for r in reasons])
             return
         # Connected and subscribed: from here on nothing published is missed.
         metrics.MQTT_CONNECTED.set(1)
-        log.info("mqtt_subscribed")
+        self.subscribed.set()
+        log.info("mqtt_subscribed", subscription=self.topic)
+
+    def _on_unsubscribe(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        self.unsubscribed.set()
 
     def _on_disconnect(
         self,
@@ -179,6 +274,7 @@ class Collector:
         with self.ack_lock:
             self.generation += 1
         self.connected = False
+        self.subscribed.clear()
         metrics.MQTT_CONNECTED.set(0)
         if self.stopping.is_set():
             return
@@ -200,6 +296,7 @@ class Collector:
             )
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        self.last_message = time.monotonic()
         self.pending.append(
             Pending(
                 self.generation,
@@ -245,18 +342,28 @@ class Collector:
                 log.info("batch_conflict_retry", error=type(err).__name__)
                 continue
             except psycopg.Error as err:
-                if not isinstance(err, psycopg.OperationalError):
-                    # Not a fault of the connection: a bug or a schema problem. Log it
-                    # loudly and keep retrying; the messages stay unacknowledged.
-                    log.error("batch_failed", error=str(err), kind=type(err).__name__)
-                self._database_up(False, str(err))
                 metrics.DB_ERRORS.inc()
-                log.warning(
-                    "database_unavailable",
-                    error=str(err).strip()[:300],
-                    retry_in_s=round(delay, 2),
-                    buffered=len(self.pending) + len(batch),
-                )
+                if is_outage(err):
+                    self._database_up(False, str(err))
+                    log.warning(
+                        "database_unavailable",
+                        error=str(err).strip()[:300],
+                        retry_in_s=round(delay, 2),
+                        buffered=len(self.pending) + len(batch),
+                    )
+                else:
+                    # The server answers but fails the statements (a schema that is
+                    # not migrated, a bug): not an outage, and not the data's fault
+                    # (refusals are isolated by the write path). The messages stay
+                    # unacknowledged until it is fixed.
+                    log.error(
+                        "batch_failed",
+                        error=str(err).strip()[:300],
+                        sqlstate=err.sqlstate,
+                        kind=type(err).__name__,
+                        hint="run `cityvitals migrate`, or report the error",
+                        retry_in_s=round(delay, 2),
+                    )
                 self._drop_connection()
                 if self.stopping.wait(delay):
                     return False
@@ -266,6 +373,15 @@ class Collector:
             metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
             metrics.record(result)
             self.totals.add(result)
+            if result.refusals:
+                log.warning(
+                    "messages_unstorable",
+                    dead_lettered=result.rejected.get(Reason.UNSTORABLE, 0),
+                    refused_attempts=result.refusals,
+                    batch=len(batch),
+                    seconds=round(time.perf_counter() - started, 3),
+                )
+            self._heartbeat()
             return True
 
     def _ack(self, batch: list[Pending]) -> None:
@@ -322,6 +438,20 @@ class Collector:
             self._drop_connection()
             return
         self._database_up(True)
+        self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        """Tell the other collectors that this one is alive (at most every few seconds)."""
+        now = time.monotonic()
+        if self.topic is None or now - self._last_heartbeat < HEARTBEAT_S:
+            return
+        self._last_heartbeat = now
+        try:
+            self.membership.heartbeat(self._connection(), self.topic)
+            self._connection().commit()
+        except psycopg.Error as err:
+            log.info("heartbeat_failed", error=str(err).strip()[:200])
+            self._drop_connection()
 
     def _database_up(self, up: bool, error: str = "") -> None:
         """Record the database's state; log only the changes."""
@@ -334,7 +464,7 @@ class Collector:
         self.db_up = up
 
     def run(self) -> int:
-        """Connect, then store batches until asked to stop; flush and disconnect."""
+        """Connect, then store batches until asked to stop; then leave or keep the session."""
         target = self.settings.mqtt
         log.info(
             "collector_starting",
@@ -351,7 +481,9 @@ class Collector:
             properties=self._connect_properties(),
         )
         self.client.loop_start()
+        left = False
         try:
+            self._wait_for_connack()
             while not self.stopping.is_set():
                 self._wait_for_batch()
                 if self.stopping.is_set():
@@ -359,20 +491,89 @@ class Collector:
                 batch = self._take()
                 if batch and self._write(batch):
                     self._ack(batch)
-            self._flush()
+            left = self._leave_or_flush()
         finally:
-            self.client.disconnect()
+            if left:
+                self._end_session()
+            else:
+                self.client.disconnect()
             self.client.loop_stop()
             self._drop_connection()
             metrics.MQTT_CONNECTED.set(0)
             log.info(
                 "collector_stopped",
+                left_group=left,
                 received=self.totals.received,
                 stored=sum(self.totals.stored.values()),
                 duplicates=sum(self.totals.duplicates.values()),
                 rejected=sum(self.totals.rejected.values()),
             )
         return 0
+
+    def _wait_for_connack(self) -> None:
+        """A broker that refuses our credentials is a start-up mistake, not an outage."""
+        self.connack.wait(self.settings.startup_wait_s)
+        if self.connack_refusal:
+            raise StartupError(
+                f"the MQTT broker refused the login ({self.connack_refusal})",
+                "check the user and password in CITYVITALS_MQTT_URL and the broker's ACL",
+            )
+
+    def _leave_or_flush(self) -> bool:
+        """On SIGTERM: leave the group for good while another member is alive, else keep
+        the session (and its queue) for the next start. Says whether it left."""
+        try:
+            leave = self.connected and self.membership.may_leave(self._connection())
+        except psycopg.Error as err:
+            log.warning("leave_check_failed", error=str(err).strip()[:200])
+            self._drop_connection()
+            leave = False
+        if not leave:
+            self._flush()
+            self._record_stop(left=False)
+            return False
+        log.info("leaving_group", subscription=self.topic, others_alive=True)
+        self.unsubscribed.clear()
+        if self.topic is not None:
+            self.client.unsubscribe(self.topic)
+        self.unsubscribed.wait(5)
+        drained = self._drain()
+        self._record_stop(left=drained)
+        return drained
+
+    def _drain(self) -> bool:
+        """Store and acknowledge what the broker queued for us until nothing more comes."""
+        deadline = time.monotonic() + self.settings.drain_timeout_s
+        while time.monotonic() < deadline:
+            if self.pending:
+                batch = self._take()
+                if not self._write_once(batch):
+                    return False
+                self._ack(batch)
+                continue
+            if not self.connected:
+                return False
+            if time.monotonic() - self.last_message >= DRAIN_QUIET_S:
+                return True
+            self.wake.wait(0.05)
+            self.wake.clear()
+        log.warning(
+            "drain_timeout", left=len(self.pending), hint="raise CITYVITALS_DRAIN_TIMEOUT_S"
+        )
+        return False
+
+    def _end_session(self) -> None:
+        """Disconnect and have the broker discard our session: nothing waits for us."""
+        props = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+        # MQTT 5 §3.14.2.2.2: a Session Expiry Interval of 0 in DISCONNECT ends it now.
+        props.SessionExpiryInterval = 0
+        self.client.disconnect(properties=props)
+
+    def _record_stop(self, *, left: bool) -> None:
+        try:
+            self.membership.stopped(self._connection(), left=left)
+        except psycopg.Error as err:
+            log.info("stop_record_failed", error=str(err).strip()[:200])
 
     def _flush(self) -> None:
         """On shutdown, store and acknowledge what is already here (bounded in time)."""
@@ -388,6 +589,7 @@ class Collector:
             result = self.writer.write(self._connection(), [p.incoming for p in batch])
         except psycopg.Error as err:
             log.warning("flush_failed", error=str(err).strip()[:300], left=len(batch))
+            self._drop_connection()
             return False
         metrics.record(result)
         self.totals.add(result)
@@ -400,19 +602,53 @@ class Collector:
         self.wake.set()
 
 
+def _wait_for(what: str, check: Callable[[], None], wait_s: float) -> None:
+    """Run a start-up check; while its server is unreachable, retry until `wait_s`.
+
+    The first failure is logged once (one line saying what to do); a mistake no wait
+    can fix (a refused login, a missing database) is raised at once.
+    """
+    deadline = time.monotonic() + wait_s
+    warned = False
+    while True:
+        try:
+            check()
+            return
+        except StartupError as err:
+            if not is_transient(err) or time.monotonic() >= deadline:
+                raise
+            if not warned:
+                log.warning(
+                    f"{what}_unreachable", detail=f"{err.what}: {err.fix}", waiting_s=wait_s
+                )
+                warned = True
+        time.sleep(1.0)
+
+
+def _check_schema(dsn: str) -> None:
+    check_database(dsn)
+    with psycopg.connect(dsn, connect_timeout=5) as conn:
+        row = conn.execute("SELECT to_regclass('collectors') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        raise StartupError(
+            "the database is not migrated to this version", "run `cityvitals migrate` first"
+        )
+
+
 def run(settings: CollectorSettings) -> int:
-    """Entry point of `cityvitals collector`."""
+    """Entry point of `cityvitals collector`; start-up mistakes raise StartupError."""
+    target = settings.mqtt
+    _wait_for("database", lambda: _check_schema(settings.psycopg_dsn), settings.startup_wait_s)
+    _wait_for("broker", lambda: check_broker(target.host, target.port), settings.startup_wait_s)
     if settings.metrics_port:
         try:
             metrics.serve(settings.metrics_host, settings.metrics_port)
         except OSError as err:
-            log.error(
-                "metrics_port_unavailable",
-                port=settings.metrics_port,
-                error=err.strerror,
-                hint="set CITYVITALS_METRICS_PORT to a free port (0 disables it)",
-            )
-            return 2
+            raise StartupError(
+                f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} "
+                f"({err.strerror})",
+                "set CITYVITALS_METRICS_PORT to a free port (0 disables it)",
+            ) from None
     collector = Collector(settings)
     signal.signal(signal.SIGTERM, collector.stop)
     signal.signal(signal.SIGINT, collector.stop)
