@@ -167,7 +167,7 @@ def _classify(err: msgspec.ValidationError) -> Rejection:
     where = text.rsplit(" - at ", 1)
     path = where[1].strip("`") if len(where) == 2 else "$"
     field = path[2:] if path.startswith("$.") else path
-    bounded = ("Number out of range" in text) or (
+    bounded = ("Number out of range" in text or "Integer value out of range" in text) or (
         text.startswith("Expected `")
         and any(op in where[0] for op in (" >= ", " <= ", " > ", " < "))
         and "length" not in where[0]
@@ -218,6 +218,47 @@ def _status(topic: Topic, payload: bytes, received_at: datetime) -> Status | Rej
     return Rejection(Reason.SCHEMA, f"status: expected 'online' or 'offline', got {payload[:32]!r}")
 
 
+# Nesting no reading or event needs; deeper documents are refused before decoding, so
+# that no decoder or encoder recurses near the interpreter's limit.
+MAX_DEPTH = 32
+_OPENERS = (b"[", b"{")
+
+
+def _too_deep(payload: bytes) -> bool:
+    """Whether brackets (outside strings) nest deeper than MAX_DEPTH."""
+    if payload.count(b"[") + payload.count(b"{") <= MAX_DEPTH:
+        return False
+    depth, in_string, escaped = 0, False, False
+    for byte in payload:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
+def _not_utf8(payload: bytes) -> str | None:
+    """Why a payload is not UTF-8 (msgspec skips unknown fields without checking)."""
+    if payload.isascii():
+        return None
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return f"payload: not UTF-8 at byte {err.start}"
+    return None
+
+
 # JSON can carry U+0000 only as this escape (a raw NUL byte is malformed JSON), and
 # PostgreSQL stores no U+0000 in text or jsonb: such a message is refused here.
 _NUL_ESCAPE = b"\\u0000"
@@ -264,6 +305,11 @@ def parse_message(
         )
     if topic.channel is Channel.STATUS:
         return _status(topic, payload, received_at)
+    not_utf8 = _not_utf8(payload)
+    if not_utf8 is not None:
+        return Rejection(Reason.INVALID_JSON, not_utf8)
+    if _too_deep(payload):
+        return Rejection(Reason.SCHEMA, f"payload: nested deeper than {MAX_DEPTH} levels")
     if _NUL_ESCAPE in payload:
         where = _nul_path(payload)
         if where is not None:
@@ -275,7 +321,7 @@ def parse_message(
         body = _DECODERS[topic.kind].decode(payload)
     except msgspec.ValidationError as err:
         return _classify(err)
-    except msgspec.DecodeError as err:
+    except (msgspec.DecodeError, UnicodeDecodeError) as err:
         return Rejection(Reason.INVALID_JSON, f"payload: {err}")
     when = _timestamp(body.ts, received_at, limits)
     if isinstance(when, Rejection):

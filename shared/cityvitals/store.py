@@ -294,31 +294,30 @@ ON CONFLICT (device_id, day) DO UPDATE SET
 """,
     # Waste: positive weight increases per bin (its position in the array) within the
     # local day, when the bin kept its category.
-    Kind.WASTE: """
-WITH prev AS (
-    SELECT device_id, ts, bins FROM latest_waste
-    WHERE device_id IN (SELECT DISTINCT device_id FROM fresh_waste)
-    ORDER BY device_id FOR UPDATE
-), chain AS (
-    SELECT device_id, ts, bins, false AS is_new FROM prev
-    UNION ALL
-    SELECT f.device_id, f.ts, f.bins, true FROM fresh_waste f LEFT JOIN prev p USING (device_id)
-    WHERE p.ts IS NULL OR f.ts > p.ts
-), per_bin AS (
-    SELECT c.device_id, c.ts, c.is_new, b.idx, b.bin->>'category' AS category,
-           (b.bin->>'weight_kg')::float8 AS kg
-    FROM chain c CROSS JOIN LATERAL jsonb_array_elements(c.bins) WITH ORDINALITY AS b(bin, idx)
-), steps AS (
-    SELECT *, lag(ts) OVER w AS prev_ts, lag(category) OVER w AS prev_cat,
-           lag(kg) OVER w AS prev_kg
-    FROM per_bin WINDOW w AS (PARTITION BY device_id, idx ORDER BY ts)
+    # Each bin (its position in the array) against the same position of the device's
+    # reading just before, when both are of the same local day and category.
+    Kind.WASTE: _CHAIN.format(
+        prev_cols="device_id, ts, bins",
+        latest="latest_waste",
+        fresh="fresh_waste",
+        fresh_cols="f.device_id, f.ts, f.bins",
+        lags="lag(bins) OVER w AS prev_bins",
+    )
+    + """
+, per_bin AS (
+    SELECT s.device_id, s.ts, s.prev_ts, b.bin->>'category' AS category,
+           (b.bin->>'weight_kg')::float8 AS kg,
+           (s.prev_bins -> (b.idx::int - 1))->>'category' AS prev_cat,
+           ((s.prev_bins -> (b.idx::int - 1))->>'weight_kg')::float8 AS prev_kg
+    FROM steps s CROSS JOIN LATERAL jsonb_array_elements(s.bins) WITH ORDINALITY AS b(bin, idx)
+    WHERE s.is_new
 )
 INSERT INTO waste_daily AS w (device_id, day, category, deposited_kg)
 SELECT device_id, """
     + _LOCAL_DAY
     + """, category, sum(kg - prev_kg)
-FROM steps
-WHERE is_new AND """
+FROM per_bin
+WHERE """
     + _SAME_DAY
     + """ AND prev_cat = category AND kg > prev_kg
 GROUP BY 1, 2, 3
@@ -340,6 +339,106 @@ FROM steps WHERE is_new AND prev_occupied = false AND occupied
 GROUP BY 1, 2
 ON CONFLICT (device_id, hour) DO UPDATE SET transitions = p.transitions + excluded.transitions
 """,
+}
+
+# Late readings (older than the device's latest state) count as if they had arrived in
+# order: the device-days (energy, waste) and device-hours (parking) they touch are
+# recomputed from the stored history, which already holds this batch's rows. Runs
+# before the latest state moves on, and only when the batch has a late reading.
+# `cityvitals rebuild` runs the same statements over every device-day and -hour.
+_HAS_LATE = """
+SELECT EXISTS (SELECT 1 FROM {fresh} f JOIN {latest} l USING (device_id) WHERE f.ts < l.ts)
+"""
+_LATE = (
+    "SELECT f.device_id, f.ts FROM {fresh} f JOIN {latest} l USING (device_id) WHERE f.ts < l.ts"
+)
+_DAY_OF = "((ts AT TIME ZONE %(tz)s)::date)"
+_IN_DAY = (
+    "r.device_id = d.device_id AND r.ts >= (d.day::timestamp AT TIME ZONE %(tz)s) "
+    "AND r.ts < ((d.day + 1)::timestamp AT TIME ZONE %(tz)s)"
+)
+_RECOMPUTE_ENERGY_DAYS = f"""
+WITH d AS ({{days}}),
+steps AS (
+    SELECT r.device_id, d.day, r.ts, r.energy_kwh,
+           lag(r.energy_kwh) OVER (PARTITION BY r.device_id, d.day ORDER BY r.ts) AS prev_kwh
+    FROM d JOIN readings_energy r ON {_IN_DAY}
+)
+INSERT INTO energy_daily AS e (device_id, day, consumption_kwh, last_ts)
+SELECT device_id, day, coalesce(sum(CASE
+        WHEN energy_kwh IS NOT NULL AND prev_kwh IS NOT NULL THEN
+            CASE WHEN energy_kwh >= prev_kwh THEN energy_kwh - prev_kwh
+                 WHEN energy_kwh < prev_kwh * {METER_RESET_BELOW} THEN energy_kwh
+                 ELSE 0 END
+        END), 0), max(ts)
+FROM steps GROUP BY 1, 2
+ON CONFLICT (device_id, day) DO UPDATE SET
+    consumption_kwh = excluded.consumption_kwh, last_ts = excluded.last_ts
+"""
+_DELETE_WASTE_DAYS = """
+DELETE FROM waste_daily w USING ({days}) d WHERE w.device_id = d.device_id AND w.day = d.day
+"""
+_RECOMPUTE_WASTE_DAYS = f"""
+WITH d AS ({{days}}),
+steps AS (
+    SELECT r.device_id, d.day, r.bins,
+           lag(r.bins) OVER (PARTITION BY r.device_id, d.day ORDER BY r.ts) AS prev_bins
+    FROM d JOIN readings_waste r ON {_IN_DAY}
+), per_bin AS (
+    SELECT s.device_id, s.day, b.bin->>'category' AS category,
+           (b.bin->>'weight_kg')::float8 AS kg,
+           (s.prev_bins -> (b.idx::int - 1))->>'category' AS prev_cat,
+           ((s.prev_bins -> (b.idx::int - 1))->>'weight_kg')::float8 AS prev_kg
+    FROM steps s CROSS JOIN LATERAL jsonb_array_elements(s.bins) WITH ORDINALITY AS b(bin, idx)
+)
+INSERT INTO waste_daily (device_id, day, category, deposited_kg)
+SELECT device_id, day, category, sum(kg - prev_kg) FROM per_bin
+WHERE prev_cat = category AND kg > prev_kg GROUP BY 1, 2, 3
+"""
+# Free -> occupied transitions of the given device-hours, each against the reading
+# just before it (which may lie in the hour before).
+_RECOMPUTE_PARKING_HOURS = """
+WITH h AS ({hours})
+INSERT INTO parking_hourly AS p (device_id, hour, transitions)
+SELECT h.device_id, h.hour, count(*) FILTER (WHERE r.occupied AND prev.occupied = false)
+FROM h
+JOIN readings_parking r ON r.device_id = h.device_id
+    AND r.ts >= h.hour AND r.ts < h.hour + INTERVAL '1 hour'
+LEFT JOIN LATERAL (
+    SELECT q.occupied FROM readings_parking q WHERE q.device_id = r.device_id AND q.ts < r.ts
+    ORDER BY q.ts DESC LIMIT 1
+) prev ON true
+GROUP BY 1, 2
+ON CONFLICT (device_id, hour) DO UPDATE SET transitions = excluded.transitions
+"""
+_LATE_DAYS = {
+    kind: f"SELECT DISTINCT device_id, {_DAY_OF} AS day FROM ("
+    + _LATE.format(fresh=f"fresh_{kind.value}", latest=f"latest_{kind.value}")
+    + ") late"
+    for kind in (Kind.ENERGY, Kind.WASTE)
+}
+# A late parking reading changes the transition at its own time and the one at the
+# next reading after it: both hours are counted again.
+_LATE_HOURS = f"""
+SELECT device_id, date_trunc('hour', ts, 'UTC') AS hour FROM ({
+    _LATE.format(fresh="fresh_parking", latest="latest_parking")
+}) late
+UNION
+SELECT late.device_id, date_trunc('hour', n.ts, 'UTC') FROM ({
+    _LATE.format(fresh="fresh_parking", latest="latest_parking")
+}) late
+CROSS JOIN LATERAL (
+    SELECT r.ts FROM readings_parking r WHERE r.device_id = late.device_id AND r.ts > late.ts
+    ORDER BY r.ts LIMIT 1
+) n
+"""
+_RECOMPUTE_LATE: dict[Kind, tuple[str, ...]] = {
+    Kind.ENERGY: (_RECOMPUTE_ENERGY_DAYS.format(days=_LATE_DAYS[Kind.ENERGY]),),
+    Kind.WASTE: (
+        _DELETE_WASTE_DAYS.format(days=_LATE_DAYS[Kind.WASTE]),
+        _RECOMPUTE_WASTE_DAYS.format(days=_LATE_DAYS[Kind.WASTE]),
+    ),
+    Kind.PARKING: (_RECOMPUTE_PARKING_HOURS.format(hours=_LATE_HOURS),),
 }
 
 _EPOCH = "TIMESTAMPTZ '2000-01-01 00:00:00+00'"
@@ -497,12 +596,20 @@ class BatchWriter:
         try:
             with conn.transaction():
                 self._store_messages(conn, [m for _, m in messages], part, part_lags, now)
-        except psycopg.Error as err:
-            if not is_refusal(err):
+        except Exception as err:
+            # A database error that is not a refusal is a fault (outage, conflict): the
+            # caller retries the whole batch. Any other exception is a message this code
+            # cannot store: isolated like a refusal, so it can never stall the stream.
+            if isinstance(err, psycopg.Error) and not is_refusal(err):
                 raise
             result.refusals += 1
             if len(messages) == 1:
-                refused.append((messages[0][0], Rejection(Reason.UNSTORABLE, refusal_detail(err))))
+                detail = (
+                    refusal_detail(err)
+                    if isinstance(err, psycopg.Error)
+                    else printable(f"could not be stored: {type(err).__name__}: {err}")[:1000]
+                )
+                refused.append((messages[0][0], Rejection(Reason.UNSTORABLE, detail)))
                 return
             half = len(messages) // 2
             for piece in (messages[:half], messages[half:]):
@@ -587,6 +694,12 @@ class BatchWriter:
                 lag_counts[min(int(bucket), len(lag_counts) - 1)] += int(count)
             cur.execute(_per_kind(_SEQ, kind))
             cur.execute(_AGGREGATE[kind], params)
+            late = cur.execute(
+                _HAS_LATE.format(fresh=_fresh_name(kind), latest=f"latest_{kind.value}")
+            ).fetchone()
+            if late and late[0]:
+                for statement in _RECOMPUTE_LATE[kind]:
+                    cur.execute(statement, params)
             cur.execute(_UPSERT_LATEST[kind])
 
     def _store_events(

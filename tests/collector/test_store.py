@@ -57,14 +57,15 @@ def test_energy_consumption_per_local_day_handles_midnight_reset_and_late_readin
                 _energy("em-1", t + timedelta(minutes=5), 5.0),
             ],
         )
-        # A late reading in the middle of the chain is stored but adds nothing.
+        # A late reading counts as if it had arrived in order: 107 at 00:00:30 becomes
+        # the day's first reading, so 107 -> 110 adds 3.
         writer.write(conn, [_energy("em-1", t + timedelta(minutes=1, seconds=30), 107.0)])
         days = conn.execute(
             "SELECT day::text, consumption_kwh FROM energy_daily ORDER BY day"
         ).fetchall()
         latest = conn.execute("SELECT energy_kwh FROM latest_energy").fetchone()
         stored = conn.execute("SELECT count(*) FROM readings_energy").fetchone()
-    assert days == [("2026-11-24", 5.0), ("2026-11-25", 5.0 + 2.0 + 3.0)]
+    assert days == [("2026-11-24", 5.0), ("2026-11-25", 3.0 + 5.0 + 2.0 + 3.0)]
     assert latest == (5.0,)
     assert stored == (7,)
 

@@ -60,6 +60,27 @@ def api() -> None:
     raise typer.Exit(code)
 
 
+@app.command()
+def rebuild() -> None:
+    """Recompute every table the collectors maintain from the stored history."""
+    import psycopg
+
+    from cityvitals.rebuild import rebuild as run_rebuild
+    from cityvitals.settings import MigrateSettings
+    from cityvitals.startup import database_error
+
+    with reported("rebuild"):
+        settings = MigrateSettings()
+        logs.configure(settings.log_level, settings.log_format)
+        try:
+            with psycopg.connect(settings.psycopg_dsn, connect_timeout=5) as conn:
+                report = run_rebuild(conn, local_tz=settings.local_tz)
+        except psycopg.OperationalError as err:
+            raise database_error(err, settings.psycopg_dsn) from None
+    for table, n in report.rows.items():
+        typer.echo(f"{table}: {n} rows")
+
+
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     # The simulator parses its own options, --help included.
