@@ -7,7 +7,7 @@ table (the database is the truth, so several API processes agree):
 - a check worse than the alert's severity escalates it (severity only goes up while
   the alert is active; `value` and `threshold` record the latest escalation);
 - a check back to normal clears the alert when the value is past the lowest threshold
-  by `compute.HYSTERESIS_MARGIN` (5 % of that threshold), or else after two
+  by `indicators.base.HYSTERESIS_MARGIN` (5 % of that threshold), or else after two
   consecutive normal *readings* (the entity's newest reading time must advance
   between the two evaluations, so a quiet device cannot clear by being re-read);
 - an entity that stops reporting keeps its alert: no news is not good news.

@@ -14,13 +14,16 @@ from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
 from cityvitals.api.indicators.db import SlowInputs
-from cityvitals.catalogue import BY_ID, REPORT_INTERVAL_S, Status
+from cityvitals.catalogue import BY_ID, REPORT_INTERVAL_S, STALE_COVERAGE, Status, Thresholds
 from cityvitals.payloads import CATEGORIES
 
 if TYPE_CHECKING:
     from cityvitals.api.indicators.devices import IngestRow
 
 KINDS = ("parking", "waste", "energy")
+# An alert clears as soon as its value is back past the lowest threshold by this
+# fraction of that threshold (or after two consecutive normal readings).
+HYSTERESIS_MARGIN = 0.05
 
 
 def newer(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -35,6 +38,85 @@ def newer(a: datetime | None, b: datetime | None) -> datetime | None:
 def ratio(num: float, den: float) -> float | None:
     """num ÷ den, or None when there is nothing to divide by."""
     return num / den if den else None
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """One indicator's value in one scope (city, district or site)."""
+
+    id: str
+    value: float | None
+    status: Status
+    coverage: float | None
+    newest: datetime | None
+    stale_after_s: float
+    by: dict[str, float | None] | None = None
+
+    def data_age_s(self, now: datetime) -> float | None:
+        """Seconds since the newest reading behind the figure (never negative)."""
+        if self.newest is None:
+            return None
+        return max(0.0, (now - self.newest).total_seconds())
+
+    def stale(self, now: datetime) -> bool:
+        """True when coverage is short, the data is old, or there is none."""
+        age = self.data_age_s(now)
+        return (
+            self.value is None
+            or self.coverage is None
+            or self.coverage < STALE_COVERAGE
+            or age is None
+            or age > self.stale_after_s
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A parking lot, a waste hut or an energy site, with its own figures."""
+
+    id: str
+    kind: str  # parking_lot | waste_hut | energy_site
+    name: str | None
+    district: str | None
+    status: Status
+    figures: tuple[Figure, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EntityCheck:
+    """One entity (hut, meter, lot, site) against one indicator's per-entity thresholds."""
+
+    indicator: str
+    entity: str
+    district: str | None
+    status: Status
+    value: float | None
+    threshold: float | None
+    # True when the value is back past the lowest threshold by the hysteresis margin.
+    clear: bool
+    newest: datetime | None
+
+
+def ge_clear(value: float | None, th: Thresholds) -> bool:
+    """True when a value is below the lowest `ge` bound by the hysteresis margin."""
+    bounds = [b for b in (th.attention, th.warning, th.critical) if b is not None]
+    if value is None or not bounds:
+        return True
+    low = min(bounds)
+    if th.direction == "lt":
+        high = max(bounds)
+        return value >= high + abs(high) * HYSTERESIS_MARGIN
+    return value < low - abs(low) * HYSTERESIS_MARGIN
+
+
+def threshold_for(th: Thresholds, status: Status) -> float | None:
+    """The bound an entity's status was judged by (for normal: the lowest bound)."""
+    if status == Status.NORMAL:
+        bounds = [b for b in (th.attention, th.warning, th.critical) if b is not None]
+        if not bounds:
+            return None
+        return max(bounds) if th.direction == "lt" else min(bounds)
+    return th.bound(status)
 
 
 @dataclass

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
-from cityvitals.api.indicators.base import ScopeView, computes, ratio
+from cityvitals.api.indicators.base import (
+    HYSTERESIS_MARGIN,
+    Figure,
+    ScopeView,
+    Site,
+    computes,
+    ge_clear,
+    newer,
+    ratio,
+    threshold_for,
+)
 from cityvitals.api.indicators.db import EntityThresholds
+from cityvitals.catalogue import STALE_INTERVALS, Status
+
+if TYPE_CHECKING:
+    from cityvitals.api.compute import Builder
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,3 +167,119 @@ def voltage_deviation(s: ScopeView) -> float | None:
 def key_consumer_monitoring_rate(s: ScopeView) -> float | None:
     """Online key-consumer meters ÷ registered ones."""
     return ratio(s.acc.key_online, s.acc.key_registered)
+
+
+# -- entity by entity (a district's drill-down; flagged entities in the city snapshot)
+
+
+def add_meters(b: Builder, rows: Iterable[MeterRow]) -> None:
+    """Every energy meter: sums, per-meter checks, energy sites."""
+    sites: dict[tuple[str | None, str], list[MeterRow]] = {}
+    for r in rows:
+        reporting = r.online and r.ts is not None
+        scopes = b.scopes(r.district)
+        sites.setdefault((r.district, r.site or r.device_id), []).append(r)
+        for acc in scopes:
+            acc.device("energy", online=r.online, reporting=reporting, iv=r.iv)
+            if r.key_consumer:
+                acc.key_registered += 1
+                acc.key_online += r.online
+        if not reporting:
+            continue
+        low_pf = b.th_pf.status(r.power_factor) > Status.NORMAL
+        volt = b.voltage_out(r.voltage_v)
+        for acc in scopes:
+            acc.seen("energy", r.ts)
+            acc.load_kw += r.active_power_kw or 0.0
+            acc.adjustable_kw += r.adjustable_kw or 0.0
+            acc.consumption_kwh += r.consumption_kwh or 0.0
+            acc.low_pf += low_pf
+            acc.voltage_dev += volt
+        meter_checks(b, r)
+    for (district, site_id), meters in sites.items():
+        energy_site(b, district, site_id, meters)
+
+
+def meter_checks(b: Builder, r: MeterRow) -> None:
+    """The reporting meter's power factor and voltage checks."""
+    volt = b.voltage_out(r.voltage_v)
+    b.against("energy.low_power_factor", r.device_id, r.district, r.power_factor, b.th_pf, r.ts)
+    v = r.voltage_v
+    low, high = b.th.voltage_low, b.th.voltage_high
+    margin_low = low * (1 + HYSTERESIS_MARGIN)
+    margin_high = high * (1 - HYSTERESIS_MARGIN)
+    b.check(
+        "energy.voltage_deviation",
+        r.device_id,
+        r.district,
+        Status.WARNING if volt else Status.NORMAL,
+        v,
+        (low if v is not None and v < low else high),
+        v is None or margin_low <= v <= margin_high,
+        r.ts,
+    )
+
+
+def energy_site(b: Builder, district: str | None, site_id: str, meters: list[MeterRow]) -> None:
+    """One energy site (the meters of one `site`) as a site of its drill-down."""
+    ind = "energy.load_kw"
+    live = [m for m in meters if m.online and m.ts is not None]
+    newest: datetime | None = None
+    for m in live:
+        newest = newer(newest, m.ts)
+    load = sum(m.active_power_kw or 0.0 for m in live) if live else None
+    used = sum(m.consumption_kwh or 0.0 for m in live) if live else None
+    contract = sum(m.contract_kw for m in meters if m.contract_kw) or None
+    share = load_check(b, district, site_id, load, contract, newest)
+    status = max(b.own_status(ind, load), b.th_load.status(share))
+    worst_meter = Status.NORMAL
+    for m in live:
+        worst_meter = max(worst_meter, b.th_pf.status(m.power_factor))
+        if b.voltage_out(m.voltage_v):
+            worst_meter = max(worst_meter, Status.WARNING)
+    coverage = len(live) / len(meters)
+    stale_after = float(STALE_INTERVALS * max(m.iv for m in meters))
+    used_status = b.own_status("energy.consumption_kwh_today", used)
+    figures = (
+        Figure(ind, load, status, coverage, newest, stale_after),
+        Figure("energy.consumption_kwh_today", used, used_status, coverage, newest, stale_after),
+    )
+    if b.with_sites and district in b.sites:
+        name = meters[0].site or meters[0].name or site_id
+        b.sites[district].append(
+            Site(
+                site_id,
+                "energy_site",
+                name,
+                district,
+                max(status, used_status, worst_meter),
+                figures,
+            )
+        )
+
+
+def load_check(
+    b: Builder,
+    district: str | None,
+    site_id: str,
+    load: float | None,
+    contract: float | None,
+    newest: datetime | None,
+) -> float | None:
+    """A site's live load against its contracted capacity; the share."""
+    share = load / contract if load is not None and contract else None
+    if contract is not None and share is not None:
+        st = b.th_load.status(share)
+        bound = threshold_for(b.th_load, st)
+        b.check(
+            "energy.load_kw",
+            f"{district or 'unassigned'}/{site_id}",
+            district,
+            st,
+            load,
+            bound * contract if bound is not None else None,
+            ge_clear(share, b.th_load),
+            newest,
+            counted=False,
+        )
+    return share

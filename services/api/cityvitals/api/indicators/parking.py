@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
-from cityvitals.api.indicators.base import ScopeView, computes, ratio
+from cityvitals.api.indicators.base import (
+    Figure,
+    ScopeView,
+    Site,
+    computes,
+    ge_clear,
+    ratio,
+    threshold_for,
+)
 from cityvitals.api.indicators.db import DEVICES_CTE, EntityThresholds
+from cityvitals.catalogue import STALE_INTERVALS, Status
+
+if TYPE_CHECKING:
+    from cityvitals.api.compute import Builder
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,3 +93,58 @@ def turnover_24h(s: ScopeView) -> float | None:
         return None
     moves = sum(s.slow.transitions.get(k, 0) for k in s.slow_keys)
     return moves / p
+
+
+# -- entity by entity (a district's drill-down; flagged entities in the city snapshot)
+
+
+def add_lots(b: Builder, rows: Iterable[LotRow]) -> None:
+    """Every parking lot (and the sensors of no lot): sums, lot checks, lots as sites."""
+    occ_ind = "parking.occupancy_ratio"
+    for r in rows:
+        for acc in b.scopes(r.district):
+            acc.registered["parking"] += r.registered
+            acc.online["parking"] += r.online
+            acc.reporting["parking"] += r.reporting
+            acc.occupied += r.occupied
+            acc.low_battery += r.low_battery
+            acc.max_iv["parking"] = max(acc.max_iv["parking"], r.max_iv)
+            acc.seen("parking", r.newest)
+        if r.site is None:
+            continue
+        occupancy = ratio(r.occupied, r.reporting)
+        if occupancy is not None and occupancy >= b.th.lot_near_full:
+            for acc in b.scopes(r.district):
+                acc.lots_near_full += 1
+        coverage = ratio(r.reporting, r.registered)
+        stale_after = float(STALE_INTERVALS * r.max_iv)
+        occ_status = b.own_status(occ_ind, occupancy)
+        th = b.cfg.catalogue[occ_ind].thresholds
+        if th is not None and occupancy is not None:
+            b.check(
+                occ_ind,
+                f"{r.district or 'unassigned'}/{r.site}",
+                r.district,
+                occ_status,
+                occupancy,
+                threshold_for(th, occ_status),
+                ge_clear(occupancy, th),
+                r.newest,
+                counted=False,
+            )
+        free = b.own_status("parking.free_spaces", r.reporting - r.occupied)
+        figures = (
+            Figure(occ_ind, occupancy, occ_status, coverage, r.newest, stale_after),
+            Figure(
+                "parking.free_spaces",
+                float(r.reporting - r.occupied) if r.reporting else None,
+                free if r.reporting else Status.NORMAL,
+                coverage,
+                r.newest,
+                stale_after,
+            ),
+        )
+        if b.with_sites and r.district in b.sites:
+            b.sites[r.district].append(
+                Site(r.site, "parking_lot", r.site, r.district, max(occ_status, free), figures)
+            )

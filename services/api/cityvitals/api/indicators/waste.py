@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
-from cityvitals.api.indicators.base import ScopeView, breaks_down, computes
+from cityvitals.api.indicators.base import (
+    HYSTERESIS_MARGIN,
+    Figure,
+    ScopeView,
+    Site,
+    breaks_down,
+    computes,
+    ge_clear,
+    threshold_for,
+)
 from cityvitals.api.indicators.db import DEVICES_CTE, EntityThresholds
+from cityvitals.catalogue import STALE_INTERVALS, Status
+
+if TYPE_CHECKING:
+    from cityvitals.api.compute import Builder
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,3 +164,142 @@ def deposited_by_category(s: ScopeView, value: float | None) -> dict[str, float 
     if value is None:
         return None
     return {c: s.acc.deposited.get(c, 0.0) for c in s.acc.deposited}
+
+
+# -- entity by entity (a district's drill-down; flagged entities in the city snapshot)
+
+
+def add_huts(b: Builder, rows: Iterable[HutRow]) -> None:
+    """Every waste hut: sums, per-hut checks, huts as sites."""
+    for r in rows:
+        reporting = r.online and r.ts is not None
+        scopes = b.scopes(r.district)
+        for acc in scopes:
+            acc.device("waste", online=r.online, reporting=reporting, iv=r.iv)
+        if not reporting:
+            hut_site(b, r, reporting=False, entity_status=Status.NORMAL)
+            continue
+        for acc in scopes:
+            acc.seen("waste", r.ts)
+            acc.bins += r.n_bins
+            acc.fill_sum += (r.fill_mean or 0.0) * r.n_bins
+            acc.low_battery += r.low_battery
+            acc.dropoffs += r.dropoffs_today
+            for cat, kg in r.deposited_kg.items():
+                acc.deposited[cat] = acc.deposited.get(cat, 0.0) + kg
+            # Counted from the lowest bound of the per-hut thresholds, the same
+            # thresholds that give the hut its status.
+            acc.huts_full += b.th_full.status(r.fill_max) > Status.NORMAL
+            acc.gas_alarms += any(
+                v is not None and v >= b.th.gas_warning[name]
+                for name, v in (
+                    ("h2s_ppm", r.h2s_ppm),
+                    ("nh3_ppm", r.nh3_ppm),
+                    ("ch4_pct_lel", r.ch4_pct_lel),
+                )
+            )
+            acc.fire_risk += b.th_fire.status(r.temp_c) > Status.NORMAL
+            acc.seepage += bool(r.seepage)
+        worst = hut_checks(b, r)
+        hut_site(b, r, reporting=True, entity_status=worst)
+
+
+def hut_checks(b: Builder, r: HutRow) -> Status:
+    """The reporting hut's checks; its worst status."""
+    worst = b.against("waste.huts_full", r.device_id, r.district, r.fill_max, b.th_full, r.ts)
+    gases = {"h2s_ppm": r.h2s_ppm, "nh3_ppm": r.nh3_ppm, "ch4_pct_lel": r.ch4_pct_lel}
+    warn, crit = b.th.gas_warning, b.th.gas_critical
+    gas_status, gas_value, gas_bound = Status.NORMAL, None, None
+    gas_clear = True
+    for name, v in gases.items():
+        if v is None:
+            continue
+        if v >= warn[name] * (1 - HYSTERESIS_MARGIN):
+            gas_clear = False
+        st_g = (
+            Status.CRITICAL
+            if v >= crit[name]
+            else Status.WARNING
+            if v >= warn[name]
+            else Status.NORMAL
+        )
+        if st_g > gas_status or gas_value is None:
+            gas_status, gas_value = st_g, v
+            gas_bound = crit[name] if st_g == Status.CRITICAL else warn[name]
+    b.check(
+        "waste.gas_alarms",
+        r.device_id,
+        r.district,
+        gas_status,
+        gas_value,
+        gas_bound,
+        gas_clear,
+        r.ts,
+    )
+    st_fire = b.against("waste.fire_risk", r.device_id, r.district, r.temp_c, b.th_fire, r.ts)
+    st_seep = Status.ATTENTION if r.seepage else Status.NORMAL
+    b.check(
+        "waste.seepage",
+        r.device_id,
+        r.district,
+        st_seep,
+        1.0 if r.seepage else 0.0,
+        1.0,
+        not r.seepage,
+        r.ts,
+    )
+    return max(worst, gas_status, st_fire, st_seep)
+
+
+def fill_check(b: Builder, r: HutRow, *, reporting: bool) -> tuple[float | None, Status]:
+    """The hut's mean fill as a site figure, checked against its thresholds."""
+    fill_ind = "waste.fill_pct_mean"
+    fill = r.fill_mean if reporting and r.n_bins else None
+    fill_status = b.own_status(fill_ind, fill)
+    th = b.cfg.catalogue[fill_ind].thresholds
+    if th is not None and fill is not None:
+        b.check(
+            fill_ind,
+            r.device_id,
+            r.district,
+            fill_status,
+            fill,
+            threshold_for(th, fill_status),
+            ge_clear(fill, th),
+            r.ts,
+            counted=False,
+        )
+    return fill, fill_status
+
+
+def hut_site(b: Builder, r: HutRow, *, reporting: bool, entity_status: Status) -> None:
+    """One hut as a site of its district's drill-down."""
+    fill_ind = "waste.fill_pct_mean"
+    fill, fill_status = fill_check(b, r, reporting=reporting)
+    coverage = 1.0 if reporting else 0.0
+    stale_after = float(STALE_INTERVALS * r.iv)
+    newest = r.ts if reporting else None
+    drop_value = float(r.dropoffs_today) if reporting else None
+    drop_status = b.own_status("waste.offhours_dropoffs_today", drop_value)
+    figures = (
+        Figure(fill_ind, fill, fill_status, coverage, newest, stale_after),
+        Figure(
+            "waste.offhours_dropoffs_today",
+            drop_value,
+            drop_status,
+            coverage,
+            newest,
+            stale_after,
+        ),
+    )
+    if b.with_sites and r.district in b.sites:
+        b.sites[r.district].append(
+            Site(
+                r.device_id,
+                "waste_hut",
+                r.name or r.site,
+                r.district,
+                max(fill_status, drop_status, entity_status),
+                figures,
+            )
+        )
