@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from cityvitals.payloads import Event, Limits, Reading, Status, parse_message
 from cityvitals.reasons import Reason, Rejection
-from cityvitals.simulator.faults import FaultConfig, bad_message
+from cityvitals.simulator.faults import DEVICE_REASONS, FaultConfig, bad_message
 from cityvitals.simulator.fleet import build_fleet
 from cityvitals.simulator.sim import Outgoing, Simulation
 from cityvitals.topics import Kind
@@ -83,7 +83,7 @@ def test_same_seed_and_instants_give_the_same_messages() -> None:
     assert payloads() == payloads()
 
 
-@pytest.mark.parametrize("reason", list(Reason))
+@pytest.mark.parametrize("reason", DEVICE_REASONS)
 @pytest.mark.parametrize("kind", list(Kind))
 def test_bad_message_is_rejected_for_its_reason(reason: Reason, kind: Kind) -> None:
     device = FLEET.of_kind(kind)[0]
@@ -109,7 +109,7 @@ def test_bad_rate_produces_every_rejection_reason() -> None:
             assert isinstance(parsed, Rejection)
             assert m.label == f"bad:{parsed.reason}"
             reasons.add(parsed.reason)
-    assert reasons == set(Reason)
+    assert reasons == set(DEVICE_REASONS)
 
 
 def test_duplicates_resend_the_same_bytes() -> None:
@@ -172,3 +172,9 @@ def test_silent_devices_say_offline_then_online_and_send_nothing_between() -> No
         else:
             assert device not in silent, m
     assert came_back
+
+
+def test_no_device_message_asks_for_the_databases_verdict() -> None:
+    device = FLEET.of_kind(Kind.ENERGY)[0]
+    with pytest.raises(ValueError, match="unstorable"):
+        bad_message(Reason.UNSTORABLE, device, PREFIX, datetime.now(UTC), random.Random(0))

@@ -18,7 +18,7 @@ from cityvitals.startup import StartupError, check_broker, database_error, repor
 from cityvitals.timeutil import utcnow, zone
 from cityvitals.topics import Kind
 
-from .faults import FaultConfig
+from .faults import DEVICE_REASONS, FaultConfig
 from .fleet import Fleet, build_fleet
 from .load import publish_load
 from .mqttlink import LinkError
@@ -57,11 +57,14 @@ def _share(text: str) -> float:
 
 def _reasons(text: str) -> tuple[Reason, ...]:
     try:
-        return tuple(Reason(r.strip()) for r in text.split(",") if r.strip())
+        reasons = tuple(Reason(r.strip()) for r in text.split(",") if r.strip())
     except ValueError as err:
         raise argparse.ArgumentTypeError(
-            f"{err}; choose from {', '.join(r.value for r in Reason)}"
+            f"{err}; choose from {', '.join(r.value for r in DEVICE_REASONS)}"
         ) from err
+    if Reason.UNSTORABLE in reasons:
+        raise argparse.ArgumentTypeError("unstorable is the database's verdict, not a device's")
+    return reasons
 
 
 def parser() -> argparse.ArgumentParser:
@@ -134,8 +137,8 @@ def parser() -> argparse.ArgumentParser:
     faults.add_argument(
         "--bad-reasons",
         type=_reasons,
-        default=tuple(Reason),
-        help="comma-separated rejection reasons to produce (default: all)",
+        default=DEVICE_REASONS,
+        help="comma-separated rejection reasons to produce (default: every one a device can cause)",
     )
     faults.add_argument(
         "--duplicate-rate", type=_share, default=0.0, help="share of readings sent twice"

@@ -18,6 +18,10 @@ from cityvitals.topics import Kind, topic_for
 
 from .fleet import Device
 
+# What a device can get rejected for by what it sends; `unstorable` is the database's
+# verdict on a message that passed every check, so no device can ask for it.
+DEVICE_REASONS: tuple[Reason, ...] = tuple(r for r in Reason if r is not Reason.UNSTORABLE)
+
 
 @dataclass(frozen=True)
 class FaultConfig:
@@ -25,7 +29,7 @@ class FaultConfig:
 
     # Share of normal messages followed by a bad one, of a reason drawn from `bad_reasons`.
     bad_rate: float = 0.0
-    bad_reasons: tuple[Reason, ...] = tuple(Reason)
+    bad_reasons: tuple[Reason, ...] = DEVICE_REASONS
     # Share of readings sent twice (the same bytes: same ts, same seq).
     duplicate_rate: float = 0.0
     # Share of readings held back and sent `late_s` seconds later with their own ts.
@@ -75,13 +79,13 @@ def _valid_body(device: Device, now: datetime) -> dict[str, object]:
 def bad_message(
     reason: Reason, device: Device, prefix: str, now: datetime, rng: random.Random
 ) -> tuple[str, bytes]:
-    """A message the collector must reject with `reason` (SPEC §2), from this device."""
+    """A message the collector must reject with `reason` (docs/wire.md), from this device."""
     topic = topic_for(prefix, device.kind, device.device_id, "telemetry")
     body = _valid_body(device, now)
     if reason is Reason.UNKNOWN_KIND:
         return topic_for(prefix, "streetlight", device.device_id, "telemetry"), orjson.dumps(body)
     if reason is Reason.BAD_TOPIC:
-        # Device ids must start with a letter or digit (SPEC §2).
+        # Device ids must start with a letter or digit (docs/wire.md).
         return topic_for(prefix, device.kind, f"-{device.device_id}", "telemetry"), orjson.dumps(
             body
         )
@@ -110,6 +114,8 @@ def bad_message(
     if reason is Reason.CLOCK_SKEW:
         body["ts"] = _ts(now + timedelta(minutes=rng.uniform(10, 60)))
         return topic, orjson.dumps(body)
-    # TOO_OLD: a reading from a device that was off the network for weeks.
-    body["ts"] = _ts(now - timedelta(days=rng.uniform(8, 30)))
-    return topic, orjson.dumps(body)
+    if reason is Reason.TOO_OLD:
+        # A reading from a device that was off the network for weeks.
+        body["ts"] = _ts(now - timedelta(days=rng.uniform(8, 30)))
+        return topic, orjson.dumps(body)
+    raise ValueError(f"no device message is rejected as {reason.value}: the database decides")
