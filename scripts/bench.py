@@ -838,11 +838,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.fleet:
         sizes = replace(sizes, fleet_devices=args.fleet)
     out = args.out or (ROOT / ("bench-results/quick.md" if args.quick else "docs/benchmarks.md"))
+    chosen = args.only or ["parse", "ingest", "drain", "burst", "api"]
+    # Fail before minutes of work, not after: every tool the chosen parts run.
+    needed = {"api": ["wrk"]}
+    missing = sorted({t for part in chosen for t in needed.get(part, []) if not shutil.which(t)})
+    if missing:
+        sys.stderr.write(
+            f"bench: missing {', '.join(missing)}: run `make bench` (it installs them as "
+            f"root) or `apt-get install {' '.join(missing)}`\n"
+        )
+        return 2
     work = Path(tempfile.mkdtemp(prefix="cityvitals-bench-"))
     work.chmod(0o711)
     bench = Bench(sizes, work)
     started = time.monotonic()
-    chosen = args.only or ["parse", "ingest", "drain", "burst", "api"]
     with bench.servers():
         for name in chosen:
             print(f"{name} …", flush=True)
