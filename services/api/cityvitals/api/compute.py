@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import assert_never
 
 from cityvitals.api.indicators import (
     BREAKDOWNS,
@@ -302,21 +303,21 @@ class Builder:
     def _figure(self, ind: Indicator, view: ScopeView) -> Figure:
         """One indicator in one scope: its domain's computation, status, coverage, age."""
         acc = view.acc
-        domain = ind.domain
-        if domain in KINDS:
-            registered = acc.registered[domain]
-            reporting = acc.reporting[domain]
-            coverage = ratio(reporting, registered)
-            newest = acc.newest[domain]
-            stale_after = float(STALE_INTERVALS * acc.max_iv[domain])
-        else:
-            registered = sum(acc.registered.values())
-            reporting = sum(acc.online.values())
-            coverage = ratio(reporting, registered)
-            newest = None
-            for k in KINDS:
-                newest = newer(newest, acc.newest[k])
-            stale_after = float(STALE_INTERVALS * max(acc.max_iv.values()))
+        newest: datetime | None = None
+        match ind.domain:
+            case "parking" | "waste" | "energy" as kind:
+                # A domain's figures cover the devices of its kind.
+                coverage = ratio(acc.reporting[kind], acc.registered[kind])
+                newest = acc.newest[kind]
+                stale_after = float(STALE_INTERVALS * acc.max_iv[kind])
+            case "devices":
+                # Device health covers every kind: online ÷ registered.
+                coverage = ratio(sum(acc.online.values()), sum(acc.registered.values()))
+                for k in KINDS:
+                    newest = newer(newest, acc.newest[k])
+                stale_after = float(STALE_INTERVALS * max(acc.max_iv.values()))
+            case unreachable:
+                assert_never(unreachable)
         value = VALUES[ind.id](view)
         breakdown = BREAKDOWNS.get(ind.id)
         by = breakdown(view, value) if breakdown is not None else None

@@ -24,7 +24,7 @@ ROWS_PER_FETCH = 200
 # only where it had none), so a backlog of old readings delivered now stays offline.
 INTERVAL_SQL = sql.SQL(
     "coalesce(d.report_interval_s, CASE d.kind WHEN 'parking' THEN %(iv_parking)s::int "
-    "WHEN 'waste' THEN %(iv_waste)s::int ELSE %(iv_energy)s::int END)"
+    "WHEN 'waste' THEN %(iv_waste)s::int WHEN 'energy' THEN %(iv_energy)s::int END)"
 )
 ONLINE_SQL = sql.SQL(
     "coalesce(s.last_seen_at > %(now)s::timestamptz - make_interval(secs => "
