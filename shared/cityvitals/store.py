@@ -20,6 +20,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import assert_never
 
 import msgspec
 import psycopg
@@ -27,6 +28,7 @@ from psycopg import sql
 
 from cityvitals.db.schema import LAG_BOUNDS_S
 from cityvitals.payloads import (
+    EnergyPayload,
     Event,
     Limits,
     Message,
@@ -144,25 +146,36 @@ _BIN_ENCODER = msgspec.json.Encoder()
 def _row(r: Reading) -> tuple[object, ...]:
     head = (r.device_id, r.ts, r.received_at, r.ts_from_broker, r.seq)
     p = r.payload
-    if isinstance(p, ParkingPayload):
-        return (*head, p.occupied, p.battery_v, p.rssi_dbm)
-    if isinstance(p, WastePayload):
-        fills = [b.fill_pct for b in p.bins]
-        gas = p.gas
-        return (
-            *head,
-            _BIN_ENCODER.encode(p.bins).decode(),
-            max(fills),
-            sum(fills) / len(fills),
-            gas.h2s_ppm if gas else None,
-            gas.nh3_ppm if gas else None,
-            gas.ch4_pct_lel if gas else None,
-            p.temp_c,
-            p.seepage,
-            p.door_open,
-            p.battery_v,
-        )
-    return (*head, p.active_power_kw, p.energy_kwh, p.voltage_v, p.power_factor, p.adjustable_kw)
+    match p:
+        case ParkingPayload():
+            return (*head, p.occupied, p.battery_v, p.rssi_dbm)
+        case WastePayload():
+            fills = [b.fill_pct for b in p.bins]
+            gas = p.gas
+            return (
+                *head,
+                _BIN_ENCODER.encode(p.bins).decode(),
+                max(fills),
+                sum(fills) / len(fills),
+                gas.h2s_ppm if gas else None,
+                gas.nh3_ppm if gas else None,
+                gas.ch4_pct_lel if gas else None,
+                p.temp_c,
+                p.seepage,
+                p.door_open,
+                p.battery_v,
+            )
+        case EnergyPayload():
+            return (
+                *head,
+                p.active_power_kw,
+                p.energy_kwh,
+                p.voltage_v,
+                p.power_factor,
+                p.adjustable_kw,
+            )
+        case _:
+            assert_never(p)
 
 
 def _stage_name(kind: Kind) -> str:

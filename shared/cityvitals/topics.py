@@ -25,7 +25,6 @@ class Channel(enum.StrEnum):
     EVENT = "event"
 
 
-KINDS = frozenset(k.value for k in Kind)
 DEVICE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _CHANNELS = {c.value: c for c in Channel}
 _KINDS = {k.value: k for k in Kind}

@@ -28,8 +28,9 @@ from sqlalchemy import Column, DefaultClause, MetaData, Table, Text, create_engi
 from cityvitals.db import plain
 from cityvitals.db.engine import sqlalchemy_url
 from cityvitals.db.migrate import MIGRATIONS, head_revision, run_migrations
-from cityvitals.db.schema import KINDS, metadata
+from cityvitals.db.schema import metadata
 from cityvitals.settings import MigrateSettings
+from cityvitals.topics import Kind
 from tests.fix_servers import PgAdmin, timescale_mode
 
 # What each storage path adds beyond the metadata, as `compare_metadata` sees it: the
@@ -37,7 +38,7 @@ from tests.fix_servers import PgAdmin, timescale_mode
 # continuous aggregate, a view, which the comparison does not look at).
 STORAGE_OWN = {
     "postgresql": sorted(
-        [f"remove_index readings_{kind}_received_brin" for kind in KINDS]
+        [f"remove_index readings_{kind}_received_brin" for kind in Kind]
         + ["remove_index indicator_samples_1h_bucket_brin", "remove_table indicator_samples_1h"]
     ),
     "timescaledb": [],
@@ -210,7 +211,7 @@ def test_migrations_build_the_schema_that_the_metadata_creates(
         assert extra == sorted(
             f"CREATE INDEX readings_{kind}_received_brin ON public.readings_{kind} "
             "USING brin (received_at)"
-            for kind in KINDS
+            for kind in Kind
         )
     else:
         # The hourly rollup, a continuous aggregate: a view over its materialization.

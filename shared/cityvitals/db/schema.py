@@ -6,6 +6,8 @@ database and this metadata agree. All times are `timestamptz` in UTC.
 
 from __future__ import annotations
 
+from typing import assert_never
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -24,6 +26,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP
+
+from cityvitals.topics import Kind
 
 metadata = MetaData()
 TZ = TIMESTAMP(timezone=True)
@@ -50,7 +54,7 @@ devices = Table(
     Index("devices_district_kind_idx", "district", "kind"),
 )
 
-# What a registry entry holds (SPEC §4); the import, the API and the simulator use it.
+# What a registry entry holds (docs/registry.md).
 REGISTRY_FIELDS = (
     "device_id",
     "kind",
@@ -76,7 +80,7 @@ device_state = Table(
 )
 
 
-def _reading_columns(kind: str) -> list[Column[object]]:
+def _reading_columns(kind: Kind) -> list[Column[object]]:
     base: list[Column[object]] = [
         Column("device_id", Text, nullable=False),
         Column("ts", TZ, nullable=False),
@@ -84,39 +88,43 @@ def _reading_columns(kind: str) -> list[Column[object]]:
         Column("ts_from_broker", Boolean, nullable=False, server_default=text("false")),
         Column("seq", BigInteger),
     ]
-    if kind == "parking":
-        base += [
-            Column("occupied", Boolean, nullable=False),
-            Column("battery_v", Float),
-            Column("rssi_dbm", Float),
-        ]
-    elif kind == "waste":
-        base += [
-            Column("bins", JSONB, nullable=False),
-            Column("fill_max", Float, nullable=False),
-            Column("fill_mean", Float, nullable=False),
-            Column("h2s_ppm", Float),
-            Column("nh3_ppm", Float),
-            Column("ch4_pct_lel", Float),
-            Column("temp_c", Float),
-            Column("seepage", Boolean),
-            Column("door_open", Boolean),
-            Column("battery_v", Float),
-        ]
-    else:
-        base += [
-            Column("active_power_kw", Float, nullable=False),
-            Column("energy_kwh", Float),
-            Column("voltage_v", Float),
-            Column("power_factor", Float),
-            Column("adjustable_kw", Float),
-        ]
-    return base
+    match kind:
+        case Kind.PARKING:
+            return [
+                *base,
+                Column("occupied", Boolean, nullable=False),
+                Column("battery_v", Float),
+                Column("rssi_dbm", Float),
+            ]
+        case Kind.WASTE:
+            return [
+                *base,
+                Column("bins", JSONB, nullable=False),
+                Column("fill_max", Float, nullable=False),
+                Column("fill_mean", Float, nullable=False),
+                Column("h2s_ppm", Float),
+                Column("nh3_ppm", Float),
+                Column("ch4_pct_lel", Float),
+                Column("temp_c", Float),
+                Column("seepage", Boolean),
+                Column("door_open", Boolean),
+                Column("battery_v", Float),
+            ]
+        case Kind.ENERGY:
+            return [
+                *base,
+                Column("active_power_kw", Float, nullable=False),
+                Column("energy_kwh", Float),
+                Column("voltage_v", Float),
+                Column("power_factor", Float),
+                Column("adjustable_kw", Float),
+            ]
+        case _:
+            assert_never(kind)
 
 
-KINDS = ("parking", "waste", "energy")
-
-# Raw history, one table per kind; (device_id, ts) is the de-duplication key (SPEC §2).
+# Raw history, one table per kind; (device_id, ts) is the de-duplication key
+# (docs/wire.md, delivery guarantee).
 readings = {
     kind: Table(
         f"readings_{kind}",
@@ -125,7 +133,7 @@ readings = {
         PrimaryKeyConstraint("device_id", "ts", name=f"readings_{kind}_pkey"),
         Index(f"readings_{kind}_ts_idx", "ts"),
     )
-    for kind in KINDS
+    for kind in Kind
 }
 
 # The newest reading per device by `ts`; late readings never overwrite it.
@@ -136,7 +144,7 @@ latest = {
         *_reading_columns(kind),
         PrimaryKeyConstraint("device_id", name=f"latest_{kind}_pkey"),
     )
-    for kind in KINDS
+    for kind in Kind
 }
 
 events = Table(
