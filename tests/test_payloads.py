@@ -10,12 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cityvitals.payloads import (
+    DeviceStatus,
     EnergyPayload,
     Event,
     Limits,
     ParkingPayload,
     Reading,
-    Status,
     WastePayload,
     parse_message,
 )
@@ -178,7 +178,7 @@ def test_size_limit_and_invalid_json() -> None:
 
 
 def test_status_and_events() -> None:
-    assert parse("parking/p1/status", b"offline") == Status(Kind.PARKING, "p1", False, NOW)
+    assert parse("parking/p1/status", b"offline") == DeviceStatus(Kind.PARKING, "p1", False, NOW)
     rejected(parse("parking/p1/status", b"maybe"), Reason.SCHEMA, "status")
     ev = parse("waste/w1/event", {"type": "off_hours_dropoff", "id": "c-1", "confidence": 0.9})
     assert isinstance(ev, Event)

@@ -136,7 +136,7 @@ class Reading:
 
 
 @dataclass(frozen=True, slots=True)
-class Status:
+class DeviceStatus:
     """A device's `online`/`offline` status."""
 
     kind: Kind
@@ -159,7 +159,7 @@ class Event:
     attrs: dict[str, Any]
 
 
-Message = Reading | Status | Event
+Message = Reading | DeviceStatus | Event
 
 
 def _classify(err: msgspec.ValidationError) -> Rejection:
@@ -211,10 +211,10 @@ def _timestamp(
     return ts, False
 
 
-def _status(topic: Topic, payload: bytes, received_at: datetime) -> Status | Rejection:
+def _status(topic: Topic, payload: bytes, received_at: datetime) -> DeviceStatus | Rejection:
     text = payload.strip().strip(b'"').lower()
     if text in (b"online", b"offline"):
-        return Status(topic.kind, topic.device_id, text == b"online", received_at)
+        return DeviceStatus(topic.kind, topic.device_id, text == b"online", received_at)
     return Rejection(Reason.SCHEMA, f"status: expected 'online' or 'offline', got {payload[:32]!r}")
 
 
@@ -295,7 +295,7 @@ def printable(text: str) -> str:
 def parse_message(
     topic_name: str, payload: bytes, received_at: datetime, *, prefix: str, limits: Limits
 ) -> Message | Rejection:
-    """Turn one MQTT message into a `Reading`, `Status`, `Event` or a `Rejection`."""
+    """Turn one MQTT message into a `Reading`, `DeviceStatus`, `Event` or a `Rejection`."""
     topic = parse_topic(topic_name, prefix)
     if isinstance(topic, Rejection):
         return topic

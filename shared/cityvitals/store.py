@@ -28,13 +28,13 @@ from psycopg import sql
 
 from cityvitals.db.schema import LAG_BOUNDS_S
 from cityvitals.payloads import (
+    DeviceStatus,
     EnergyPayload,
     Event,
     Limits,
     Message,
     ParkingPayload,
     Reading,
-    Status,
     WastePayload,
     parse_message,
     printable,
@@ -645,7 +645,7 @@ class BatchWriter:
     ) -> None:
         readings: dict[Kind, list[Reading]] = defaultdict(list)
         events: list[Event] = []
-        statuses: list[Status] = []
+        statuses: list[DeviceStatus] = []
         # Devices heard through events and status messages; readings are handled in SQL.
         seen: dict[str, tuple[str, datetime]] = {}
         for msg in messages:
@@ -755,11 +755,11 @@ class BatchWriter:
         self,
         conn: psycopg.Connection,
         seen: dict[str, tuple[str, datetime]],
-        statuses: list[Status],
+        statuses: list[DeviceStatus],
     ) -> None:
         if not seen:
             return
-        newest_status: dict[str, Status] = {}
+        newest_status: dict[str, DeviceStatus] = {}
         for s in statuses:
             cur = newest_status.get(s.device_id)
             if cur is None or s.received_at >= cur.received_at:

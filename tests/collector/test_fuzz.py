@@ -11,7 +11,7 @@ import psycopg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cityvitals.payloads import Event, Limits, Reading, Status, parse_message
+from cityvitals.payloads import DeviceStatus, Event, Limits, Reading, parse_message
 from cityvitals.reasons import Rejection
 from tests.collector.test_ingest import Factory
 from tests.fix_services import CollectorProcess, Publisher, wait_until
@@ -80,7 +80,7 @@ def topics(draw: Any, prefix: str = "city") -> str:
 @settings(max_examples=400, deadline=None)
 def test_any_message_parses_to_a_value_never_an_exception(topic: str, payload: bytes) -> None:
     result = parse_message(topic, payload, NOW, prefix="city", limits=Limits())
-    assert isinstance(result, Reading | Status | Event | Rejection)
+    assert isinstance(result, Reading | DeviceStatus | Event | Rejection)
     if isinstance(result, Rejection):
         assert result.detail
 

@@ -33,7 +33,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, event, given, note, settings
 from hypothesis import strategies as st
 
-from cityvitals.payloads import CATEGORIES, Event, Limits, Reading, Status, parse_message
+from cityvitals.payloads import CATEGORIES, DeviceStatus, Event, Limits, Reading, parse_message
 from cityvitals.reasons import Reason, Rejection
 from cityvitals.topics import Kind
 from tests.collector.refusal import REFUSED_KW, install_refusal
@@ -586,7 +586,7 @@ def test_any_hostile_message_parses_to_a_value_never_an_exception(message: Hosti
     note(repr(message))  # short, where Hypothesis would print every field in full
     topic = message.topic("city", "dev-1")
     result = parse_message(topic, message.payload(NOW), NOW, prefix="city", limits=Limits())
-    assert isinstance(result, Reading | Status | Event | Rejection)
+    assert isinstance(result, Reading | DeviceStatus | Event | Rejection)
     if isinstance(result, Rejection):
         assert result.detail
 

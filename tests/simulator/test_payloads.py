@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cityvitals.payloads import Event, Limits, Reading, Status, parse_message
+from cityvitals.payloads import DeviceStatus, Event, Limits, Reading, parse_message
 from cityvitals.reasons import Reason, Rejection
 from cityvitals.simulator.faults import DEVICE_REASONS, FaultConfig, bad_message
 from cityvitals.simulator.fleet import build_fleet
@@ -22,7 +22,7 @@ LIMITS = Limits()
 FLEET = build_fleet(5, 0.5)
 
 
-def _parse(m: Outgoing, at: datetime) -> Reading | Status | Event | Rejection:
+def _parse(m: Outgoing, at: datetime) -> Reading | DeviceStatus | Event | Rejection:
     return parse_message(m.topic, m.payload, at, prefix=PREFIX, limits=LIMITS)
 
 
