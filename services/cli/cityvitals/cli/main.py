@@ -98,9 +98,11 @@ def devices_import(
     path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV or JSON file")],
 ) -> None:
     """Import devices into the registry from a CSV or JSON file."""
-    from cityvitals.api.registry_import import import_file_cli
+    from cityvitals.registry.command import import_file_cli
 
-    raise typer.Exit(import_file_cli(path))
+    with reported("devices import"):
+        code = import_file_cli(path)
+    raise typer.Exit(code)
 
 
 @dead_letters_app.command("replay")
@@ -109,6 +111,8 @@ def dead_letters_replay(
     limit: Annotated[int, typer.Option(min=1, help="at most this many")] = 10000,
 ) -> None:
     """Re-validate dead letters and store what now passes."""
-    from cityvitals.api.replay import replay_cli
+    from cityvitals.replay import replay_cli
 
-    raise typer.Exit(replay_cli(reason=reason, limit=limit))
+    with reported("dead-letters replay"):
+        code = replay_cli(reason=reason, limit=limit)
+    raise typer.Exit(code)

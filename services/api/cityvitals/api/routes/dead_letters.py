@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from psycopg import sql
-from psycopg.rows import dict_row
 
-from cityvitals.api import replay
 from cityvitals.api.deps import (
     AUTH_RESPONSES,
     DATE_TIME,
@@ -20,17 +16,11 @@ from cityvitals.api.deps import (
     parse_time,
 )
 from cityvitals.api.models import DeadLetterList, ReplayReport
+from cityvitals.api.services import dead_letters
 from cityvitals.reasons import Reason
 
 router = APIRouter(prefix="/v1/dead-letters", tags=["dead letters"])
 ReasonParam = Annotated[Reason | None, Query(description="only this reason code (SPEC §2)")]
-
-
-def _payload(raw: bytes) -> tuple[str, str]:
-    try:
-        return raw.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        return base64.b64encode(raw).decode("ascii"), "base64"
 
 
 @router.get("", response_model=DeadLetterList, summary="Rejected messages, newest first")
@@ -44,27 +34,8 @@ async def list_dead_letters(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """Payload shown as text when it is UTF-8, else base64 (`payload_encoding`)."""
-    where: list[sql.Composable] = [sql.SQL("true")]
-    params: dict[str, Any] = {"limit": limit}
-    if reason is not None:
-        where.append(sql.SQL("reason = %(reason)s"))
-        params["reason"] = reason.value
-    if since is not None:
-        where.append(sql.SQL("received_at >= %(since)s"))
-        params["since"] = parse_time(since, ("query", "since"))
-    query = sql.SQL(
-        "SELECT id, topic, payload, reason, detail, received_at, collector, replayed_at, "
-        "replay_result FROM dead_letters WHERE {} "
-        "ORDER BY received_at DESC, id DESC LIMIT %(limit)s"
-    ).format(sql.SQL(" AND ").join(where))
-    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query, params)
-        rows = await cur.fetchall()
-    items = []
-    for r in rows:
-        raw = bytes(r.pop("payload"))
-        text, encoding = _payload(raw)
-        items.append(r | {"payload": text, "payload_encoding": encoding, "size_bytes": len(raw)})
+    after = parse_time(since, ("query", "since")) if since is not None else None
+    items = await dead_letters.list_dead_letters(pool, reason=reason, since=after, limit=limit)
     return {"items": items}
 
 
@@ -82,4 +53,4 @@ async def replay_dead_letters(
     limit: Annotated[int, Query(ge=1, le=100000)] = 10000,
 ) -> ReplayReport:
     """Each dead letter not yet stored is parsed again with its original receive time."""
-    return await replay.replay(settings, reason=reason, limit=limit, now=clock())
+    return await dead_letters.replay_dead_letters(settings, reason=reason, limit=limit, now=clock())

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from cityvitals.api import registry
 from cityvitals.api.deps import (
     AUTH_RESPONSES,
     AdminDep,
@@ -26,6 +25,8 @@ from cityvitals.api.models import (
     KindName,
     Problem,
 )
+from cityvitals.api.services import devices
+from cityvitals.registry.parse import format_for_content_type
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 DeviceId = Annotated[str, Path(min_length=1, max_length=200, examples=["pk-xuhui-0001"])]
@@ -61,31 +62,15 @@ async def list_devices(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """Devices in id order; pass `next_cursor` back as `cursor` for the next page."""
-    # The cursor is the last device id of the previous page: keyset pagination.
-    after = cursor or None
-    async with pool.connection() as conn:
-        rows = await registry.list_devices(
-            conn,
-            now=clock(),
-            kind=kind,
-            district=district,
-            online=online,
-            after=after,
-            limit=limit + 1,
-        )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {
-        "items": rows,
-        "next_cursor": rows[-1]["device_id"] if more and rows else None,
-    }
+    return await devices.list_devices(
+        pool, now=clock(), kind=kind, district=district, online=online, cursor=cursor, limit=limit
+    )
 
 
 @router.get("/{device_id}", response_model=DeviceOut, responses=NOT_FOUND, summary="One device")
 async def get_device(pool: PoolDep, clock: ClockDep, device_id: DeviceId) -> dict[str, Any]:
     """A registry entry with last seen time and online state."""
-    async with pool.connection() as conn:
-        row = await registry.get_device(conn, device_id, clock())
+    row = await devices.get_device(pool, device_id=device_id, now=clock())
     if row is None:
         raise HTTPException(status_code=404, detail=f"unknown device {device_id!r}")
     return row
@@ -115,16 +100,13 @@ async def put_device(
     dev = await read_json_model(request, DeviceIn)
     if dev.device_id is not None and dev.device_id != device_id:
         raise invalid(("body", "device_id"), "differs from the device id in the path")
-    now = clock()
-    async with pool.connection() as conn:
-        async with conn.transaction():
-            result = await registry.upsert_device(conn, device_id, dev, now)
-        if result.conflict:
-            raise HTTPException(
-                status_code=409,
-                detail="the device is registered with another kind; delete it first",
-            )
-        row = await registry.get_device(conn, device_id, now)
+    result = await devices.register_device(pool, device_id=device_id, device=dev, now=clock())
+    if result.device is None:
+        raise HTTPException(
+            status_code=409,
+            detail="the device is registered with another kind; delete it first",
+        )
+    row = result.device
     body = DeviceOut.model_validate(row).model_dump(mode="json")
     return JSONResponse(body, status_code=201 if result.created else 200)
 
@@ -138,9 +120,7 @@ async def put_device(
 )
 async def delete_device(pool: PoolDep, device_id: DeviceId) -> Response:
     """Remove the registry entry; its history stays, and a new message re-registers it."""
-    async with pool.connection() as conn:
-        cur = await conn.execute("DELETE FROM devices WHERE device_id = %s", (device_id,))
-    if cur.rowcount == 0:
+    if not await devices.delete_device(pool, device_id=device_id):
         raise HTTPException(status_code=404, detail=f"unknown device {device_id!r}")
     return Response(status_code=204)
 
@@ -177,16 +157,10 @@ async def import_devices(request: Request, pool: PoolDep, clock: ClockDep) -> Im
     as `07:00-09:00;18:00-20:00`. JSON: an array of device objects (each with
     `device_id`), or `{"devices": [...]}`. Each row replaces its device's entry.
     """
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = await request.body()
+    fmt = format_for_content_type(request.headers.get("content-type", ""))
+    if fmt is None:
+        raise HTTPException(status_code=415, detail="send text/csv or application/json")
     try:
-        if content_type in ("text/csv", "application/csv", "text/plain"):
-            parsed = registry.parse_csv(body.decode("utf-8-sig"))
-        elif content_type == "application/json" or content_type.endswith("+json"):
-            parsed = registry.parse_json(body)
-        else:
-            raise HTTPException(status_code=415, detail="send text/csv or application/json")
-    except (ValueError, UnicodeDecodeError) as err:
+        return await devices.import_devices(pool, body=request.stream(), fmt=fmt, now=clock())
+    except ValueError as err:  # UnicodeDecodeError and JSONDecodeError among them
         raise invalid(("body",), str(err)[:300]) from None
-    async with pool.connection() as conn:
-        return await registry.store_import(conn, parsed, clock())

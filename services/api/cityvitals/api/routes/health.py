@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cityvitals.api.deps import EngineDep, PoolDep
-from cityvitals.api.engine import DB_FAULTS
-from cityvitals.db.migrate import head_revision
+from cityvitals.api.services import health
 
 router = APIRouter(tags=["operations"])
 # /readyz must answer quickly even while the database hangs.
@@ -30,25 +27,8 @@ async def healthz() -> dict[str, str]:
 )
 async def readyz(pool: PoolDep, engine: EngineDep) -> JSONResponse:
     """200 when the database answers and is at the head revision, else 503."""
-    head = head_revision()
-    body: dict[str, Any] = {"head_revision": head, "snapshot_age_s": round(engine.age_s(), 3)}
-    try:
-        async with pool.connection(timeout=READY_TIMEOUT_S) as conn:
-            cur = await conn.execute(
-                "SELECT CASE WHEN to_regclass('alembic_version') IS NULL THEN NULL "
-                "ELSE (SELECT version_num FROM alembic_version LIMIT 1) END"
-            )
-            row = await cur.fetchone()
-    except DB_FAULTS as err:
-        body |= {"status": "unavailable", "database": "unreachable", "error": str(err)[:200]}
-        return JSONResponse(body, status_code=503)
-    revision = row[0] if row else None
-    body["revision"] = revision
-    if revision != head:
-        body |= {"status": "unavailable", "database": "not migrated"}
-        return JSONResponse(body, status_code=503)
-    body |= {"status": "ok", "database": "ok"}
-    return JSONResponse(body)
+    ready = await health.readiness(pool, snapshot_age_s=engine.age_s(), timeout_s=READY_TIMEOUT_S)
+    return JSONResponse(ready.body, status_code=200 if ready.ready else 503)
 
 
 @router.get(

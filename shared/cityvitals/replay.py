@@ -5,7 +5,8 @@ Each dead letter is parsed again with its original topic, bytes and receive time
 stored through `cityvitals.store` exactly as the collector stores messages, in a
 transaction of its own that also marks the dead letter `replayed_at` and
 `replay_result` (`stored`, `duplicate`, or the reason it is still rejected). Dead
-letters are never deleted: the history of what was rejected stays.
+letters are never deleted: the history of what was rejected stays. The API's
+`POST /v1/dead-letters/replay` and `cityvitals dead-letters replay` both run this.
 """
 
 from __future__ import annotations
@@ -18,32 +19,47 @@ from datetime import datetime
 import orjson
 import psycopg
 import structlog
+from psycopg import sql
+from pydantic import BaseModel, Field
 
-from cityvitals.api.models import ReplayReport
-from cityvitals.api.queries import REPLAY_COLLECTOR
 from cityvitals.payloads import parse_message
 from cityvitals.reasons import Reason, Rejection
-from cityvitals.settings import ApiSettings
+from cityvitals.settings import LimitSettings
+from cityvitals.startup import database_error
 from cityvitals.store import BatchWriter, limits_from
 from cityvitals.timeutil import utcnow
 
-log = structlog.get_logger("cityvitals.api.replay")
+log = structlog.get_logger("cityvitals.replay")
+# Replay writes its ingest counters under this collector name, so that re-stored old
+# messages do not count as ingest lag or as fresh traffic.
+REPLAY_COLLECTOR = "dead-letter-replay"
 # Ids fetched per round trip; each dead letter is then replayed in its own transaction.
 ID_CHUNK = 1000
-_NEXT_IDS = (
-    "SELECT id FROM dead_letters WHERE id > %s "
-    "AND (replay_result IS NULL OR replay_result NOT IN ('stored', 'duplicate')) "
-    "AND (%s::text IS NULL OR reason = %s) ORDER BY id LIMIT %s"
+_NOT_STORED = sql.SQL("(replay_result IS NULL OR replay_result NOT IN ('stored', 'duplicate'))")
+_NEXT_IDS = sql.SQL(
+    "SELECT id FROM dead_letters WHERE id > %(after)s AND {not_stored} "
+    "AND (%(reason)s::text IS NULL OR reason = %(reason)s) ORDER BY id LIMIT %(limit)s"
+).format(not_stored=_NOT_STORED)
+_LOCK_ONE = sql.SQL(
+    "SELECT topic, payload, received_at FROM dead_letters WHERE id = %(id)s "
+    "AND {not_stored} FOR UPDATE SKIP LOCKED"
+).format(not_stored=_NOT_STORED)
+_MARK = sql.SQL(
+    "UPDATE dead_letters SET replayed_at = %(now)s, replay_result = %(outcome)s WHERE id = %(id)s"
 )
-_LOCK_ONE = (
-    "SELECT topic, payload, received_at FROM dead_letters WHERE id = %s "
-    "AND (replay_result IS NULL OR replay_result NOT IN ('stored', 'duplicate')) "
-    "FOR UPDATE SKIP LOCKED"
-)
+
+
+class ReplayReport(BaseModel):
+    """What a replay did."""
+
+    replayed: int
+    stored: int
+    duplicate: int
+    rejected: dict[str, int] = Field(description="still rejected, per reason")
 
 
 def replay_sync(
-    settings: ApiSettings, *, reason: Reason | str | None, limit: int, now: datetime
+    settings: LimitSettings, *, reason: Reason | str | None, limit: int, now: datetime
 ) -> ReplayReport:
     """Replay up to `limit` dead letters not yet stored, oldest first."""
     limits = limits_from(settings.max_payload_bytes, settings.clock_skew_s, settings.too_old_s)
@@ -58,13 +74,8 @@ def replay_sync(
     last_id = 0
     with psycopg.connect(settings.psycopg_dsn) as conn:
         while sum(outcomes.values()) < limit:
-            ids = [
-                row[0]
-                for row in conn.execute(
-                    _NEXT_IDS,
-                    (last_id, reason_value, reason_value, ID_CHUNK),
-                ).fetchall()
-            ]
+            params = {"after": last_id, "reason": reason_value, "limit": ID_CHUNK}
+            ids = [row[0] for row in conn.execute(_NEXT_IDS, params).fetchall()]
             conn.commit()
             if not ids:
                 break
@@ -72,7 +83,7 @@ def replay_sync(
                 last_id = dl_id
                 if sum(outcomes.values()) >= limit:
                     break
-                outcome = _replay_one(conn, writer, dl_id, settings.topic_prefix, limits, now)
+                outcome = _replay_one(conn, writer, dl_id, settings.topic_prefix, now)
                 if outcome is not None:
                     outcomes[outcome] += 1
     rejected = {k: v for k, v in outcomes.items() if k not in ("stored", "duplicate")}
@@ -91,14 +102,10 @@ def _replay_one(
     writer: BatchWriter,
     dl_id: int,
     prefix: str,
-    limits: object,
     now: datetime,
 ) -> str | None:
     try:
-        row = conn.execute(
-            _LOCK_ONE,
-            (dl_id,),
-        ).fetchone()
+        row = conn.execute(_LOCK_ONE, {"id": dl_id}).fetchone()
         if row is None:
             conn.rollback()  # replayed meanwhile by someone else
             return None
@@ -111,10 +118,7 @@ def _replay_one(
         else:
             result = writer.store_parsed(conn, [parsed], dead_letter=False)
             outcome = "stored" if sum(result.stored.values()) else "duplicate"
-        conn.execute(
-            "UPDATE dead_letters SET replayed_at = %s, replay_result = %s WHERE id = %s",
-            (now, outcome, dl_id),
-        )
+        conn.execute(_MARK, {"now": now, "outcome": outcome, "id": dl_id})
         conn.commit()
     except BaseException:
         conn.rollback()
@@ -123,24 +127,26 @@ def _replay_one(
 
 
 async def replay(
-    settings: ApiSettings, *, reason: Reason | None, limit: int, now: datetime
+    settings: LimitSettings, *, reason: Reason | None, limit: int, now: datetime
 ) -> ReplayReport:
     """`replay_sync` off the event loop (the store's write path is synchronous)."""
     return await asyncio.to_thread(replay_sync, settings, reason=reason, limit=limit, now=now)
 
 
 def replay_cli(*, reason: str | None, limit: int) -> int:
-    """`cityvitals dead-letters replay`: 0 on success, 2 for an unknown reason or no DB."""
+    """`cityvitals dead-letters replay`: 0 on success, 2 for an unknown reason.
+
+    A database that cannot be reached raises StartupError (the command's one line).
+    """
     if reason is not None and reason not in {r.value for r in Reason}:
         sys.stderr.write(
             f"unknown reason {reason!r}; one of: {', '.join(r.value for r in Reason)}\n"
         )
         return 2
-    settings = ApiSettings()
+    settings = LimitSettings()
     try:
         report = replay_sync(settings, reason=reason, limit=limit, now=utcnow())
     except psycopg.OperationalError as err:
-        sys.stderr.write(f"database unavailable: {err}\n")
-        return 2
+        raise database_error(err, settings.psycopg_dsn) from None
     sys.stdout.write(orjson.dumps(report.model_dump(), option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0
