@@ -1,8 +1,9 @@
 """Put the fleet into the device registry (SPEC §4): through the API, or straight into
-the `devices` table."""
+the database through the registry library (`cityvitals.registry`)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import urllib.error
@@ -11,9 +12,10 @@ from collections.abc import Sequence
 
 import psycopg
 import structlog
-from psycopg.types.json import Jsonb
 
-from cityvitals.db.schema import REGISTRY_FIELDS
+from cityvitals.registry import service as registry
+from cityvitals.registry.models import ImportReport
+from cityvitals.timeutil import utcnow
 
 from .fleet import Device
 
@@ -22,7 +24,6 @@ log = structlog.get_logger("cityvitals.simulator.register")
 # Devices per import request: a 200,000-device fleet goes in as 40 requests of about
 # 1.3 MB, well under the API's default 10 MB body limit.
 API_CHUNK = 5000
-_COLUMNS = REGISTRY_FIELDS
 
 
 class RegisterError(RuntimeError):
@@ -72,29 +73,23 @@ def register_api(
 
 
 def register_db(devices: Sequence[Device], *, dsn: str) -> int:
-    """Upsert the devices into the `devices` table (COPY, then one INSERT … ON CONFLICT)."""
-    cols = ", ".join(_COLUMNS)
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS[1:])
-    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute(
-            "CREATE TEMPORARY TABLE sim_devices (LIKE devices INCLUDING DEFAULTS) ON COMMIT DROP"
+    """Register the devices straight into the database, through the registry library.
+
+    The same validation and the same refusal of a kind change as the API's import;
+    a fleet that is only partly registered raises RegisterError. The count.
+    """
+    report = asyncio.run(_import(devices, dsn))
+    if report.failed:
+        failed = [f.model_dump() for f in report.failed[:3]]
+        raise RegisterError(
+            f"the registry refused {len(report.failed)} of {len(devices)} devices, "
+            f"for example: {failed}"
         )
-        with cur.copy(f"COPY sim_devices ({cols}) FROM STDIN") as copy:
-            for d in devices:
-                r = d.registry_record()
-                hours = r["opening_hours"]
-                copy.write_row(
-                    [
-                        Jsonb(hours) if c == "opening_hours" and hours is not None else r[c]
-                        for c in _COLUMNS
-                    ]
-                )
-        # The column list is a constant of this module, not input.
-        cur.execute(
-            f"INSERT INTO devices ({cols}) SELECT {cols} FROM sim_devices "  # noqa: S608
-            f"ON CONFLICT (device_id) DO UPDATE SET {updates}, "
-            "auto_registered = false, updated_at = now()"
-        )
-        count = cur.rowcount
-    log.info("devices_imported", via="db", count=count)
-    return count
+    log.info("devices_imported", via="db", count=report.imported)
+    return report.imported
+
+
+async def _import(devices: Sequence[Device], dsn: str) -> ImportReport:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        records = (d.registry_record() for d in devices)
+        return await registry.import_records(conn, records, now=utcnow())
