@@ -8,6 +8,7 @@ import asyncio
 import json
 import math
 import random
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -213,7 +214,10 @@ def test_fast_snapshot_equals_the_entity_by_entity_build(
     }
     for indicator, entity in active:
         _alert(db, indicator, entity)
-    fast, full = asyncio.run(_both(database_url, cfg))
+    # On a thread of its own: a test run earlier in the session (the screen's browser)
+    # may have left an event loop running on this one, where asyncio.run refuses.
+    with ThreadPoolExecutor(1) as pool:
+        fast, full = pool.submit(asyncio.run, _both(database_url, cfg)).result()
 
     scopes = [(fast.city, full.city)] + [
         (fast.districts[d], full.districts[d]) for d in full.districts
