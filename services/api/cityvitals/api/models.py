@@ -52,16 +52,24 @@ class IndicatorOut(BaseModel):
 
     id: str
     name: Name
-    value: float | None = Field(description="null when no device in scope reports")
+    value: float | None = Field(
+        description="rounded to the unit's precision (ratio 4 decimals, kW/kWh/kg 0.01, "
+        "% 0.1, t CO2 0.001, s 0.01, count whole); null when no device in scope reports"
+    )
     unit: str
     status: StatusLabel
     coverage: float | None = Field(
-        description="devices that reported within 3 report intervals / devices registered"
+        description="devices that reported within 3 report intervals / devices registered "
+        "(4 decimals)"
     )
-    data_age_s: float | None = Field(description="now - newest reading used")
+    data_age_s: float | None = Field(
+        description="now - the `ts` of the newest reading used, to 0.01 s"
+    )
     stale: bool
     by: dict[str, float | None] | None = Field(
-        default=None, description="breakdown (deposited kg by category, online ratio by kind)"
+        default=None,
+        description="breakdown in the indicator's unit and precision (deposited kg by "
+        "category, online ratio by kind)",
     )
 
 
