@@ -110,3 +110,30 @@ def test_a_late_reading_never_changes_the_latest_state(api: Api, database_url: s
     assert (fill["value"], fill["data_age_s"]) == (40.0, 60)
     assert pick(doc, "songjiang", "waste.fire_risk")["value"] == 0
     assert pick(doc, "songjiang", "waste.huts_full")["value"] == 0
+
+
+def test_a_reading_an_hour_old_published_now_is_not_counted(api: Api, database_url: str) -> None:
+    """The same through the real write path: liveness and age count from the reading's
+    `ts`, not from when it arrived."""
+    writer = BatchWriter(prefix="city", limits=Limits(), local_tz="Asia/Shanghai", collector="t")
+
+    def reading(dev: str, age: timedelta, occupied: bool) -> Incoming:
+        body = {"ts": (NOW - age).isoformat(), "occupied": occupied, "battery_v": 3.0}
+        return Incoming(f"city/parking/{dev}/telemetry", json.dumps(body).encode(), NOW)
+
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "INSERT INTO devices (device_id, kind, district) "
+            "VALUES ('p1', 'parking', 'hongkou'), ('p2', 'parking', 'hongkou')"
+        )
+        conn.commit()
+        result = writer.write(
+            conn, [reading("p1", timedelta(hours=1), True), reading("p2", 30 * S, False)]
+        )
+        assert not result.rejected, result.rejected
+    doc = api.vitals()
+    occ = pick(doc, "hongkou", "parking.occupancy_ratio")
+    assert (occ["value"], occ["coverage"], occ["data_age_s"]) == (0, 0.5, 30)
+    assert pick(doc, "hongkou", "devices.online_ratio")["value"] == 0.5
+    assert pick(doc, "hongkou", "devices.low_battery")["value"] == 1  # p2 only
+    assert pick(doc, "city", "parking.free_spaces")["value"] == 1
