@@ -22,6 +22,7 @@ import structlog
 from psycopg import sql
 from pydantic import BaseModel, Field
 
+from cityvitals import logs
 from cityvitals.payloads import parse_message
 from cityvitals.reasons import Reason, Rejection
 from cityvitals.settings import LimitSettings
@@ -144,6 +145,8 @@ def replay_cli(*, reason: str | None, limit: int) -> int:
         )
         return 2
     settings = LimitSettings()
+    # Logs go to stderr: stdout is the report.
+    logs.configure(settings.log_level, settings.log_format)
     try:
         report = replay_sync(settings, reason=reason, limit=limit, now=utcnow())
     except psycopg.OperationalError as err:

@@ -27,6 +27,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from cityvitals import logs
 from cityvitals.registry.models import ImportReport
 from cityvitals.registry.parse import Format, format_for_file
 from cityvitals.registry.service import PIECE_BYTES, import_stream
@@ -89,6 +90,8 @@ def import_file_cli(path: Path) -> int:
     command's one line); a file that cannot be read is reported here.
     """
     settings = CommonSettings()
+    # Logs go to stderr: stdout is the report.
+    logs.configure(settings.log_level, settings.log_format)
     dsn = settings.psycopg_dsn
     try:
         with path.open("rb") as file, _progress(path.stat().st_size) as watch:
