@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -12,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from cityvitals.api.main import create_app
 from cityvitals.settings import ApiSettings
+from scripts.make_registry_csv import write
 from tests.api.conftest import AUTH, NOW, Api, device, parking
 
 WRITES = [
@@ -192,3 +194,45 @@ def test_bodies_over_the_limit_are_413(settings: ApiSettings) -> None:
             "/v1/devices/import", content=chunks(), headers=AUTH | {"Content-Type": "text/csv"}
         )
         assert r.status_code == 413
+
+
+def test_import_streams_a_body_sent_in_pieces_and_reports_bad_rows(
+    api: Api, db: psycopg.Connection
+) -> None:
+    out = io.StringIO()
+    written = write(out, 20_000, bad_rate=0.01, seed=5)
+    data = out.getvalue().encode()
+
+    def pieces() -> Iterator[bytes]:
+        # No Content-Length: the body arrives as it is sent, in odd-sized pieces.
+        for start in range(0, len(data), 4099):
+            yield data[start : start + 4099]
+
+    r = api.client.post(
+        "/v1/devices/import", content=pieces(), headers=AUTH | {"Content-Type": "text/csv"}
+    )
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["imported"] == written.good
+    assert len(report["failed"]) == sum(written.bad.values())
+    assert db.execute("SELECT count(*) FROM devices").fetchone() == (written.good,)
+
+
+def test_import_refuses_to_change_a_registered_kind(api: Api, db: psycopg.Connection) -> None:
+    device(db, "em-1", "energy", district="pudong")
+    csv = "device_id,kind,district\nem-1,parking,xuhui\np-1,parking,xuhui\n"
+    r = api.client.post(
+        "/v1/devices/import", content=csv.encode(), headers=AUTH | {"Content-Type": "text/csv"}
+    )
+    assert r.json() == {
+        "imported": 1,
+        "failed": [
+            {
+                "row": 1,
+                "device_id": "em-1",
+                "errors": ["kind: the device is registered with another kind"],
+            }
+        ],
+    }
+    got = api.client.get("/v1/devices/em-1").json()
+    assert (got["kind"], got["district"]) == ("energy", "pudong")

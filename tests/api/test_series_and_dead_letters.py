@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+import json
+import os
+import subprocess
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
 
+from cityvitals.api.main import create_app
+from cityvitals.settings import ApiSettings
 from tests.api.conftest import AUTH, NOW, Api, device, parking
+from tests.fix_services import CITYVITALS
 
 
 def test_refresh_writes_one_sample_per_minute_and_series_buckets_them(
@@ -145,3 +154,35 @@ def test_replay_marks_an_already_stored_reading_duplicate(api: Api, db: psycopg.
     _dead_letter(db, "city/parking/p1/telemetry", body, "schema", received)
     r = api.client.post("/v1/dead-letters/replay", headers=AUTH, params={"reason": "schema"})
     assert r.json()["duplicate"] == 1
+
+
+def test_series_reads_the_thresholds_file_once_at_start(
+    settings: ApiSettings, tmp_path: Path
+) -> None:
+    path = tmp_path / "thresholds.json"
+    path.write_text(json.dumps({"energy.load_kw": {"warning": 5000.0}}))
+    app = create_app(settings.model_copy(update={"thresholds_file": str(path)}), background=False)
+    with TestClient(app) as client:
+        path.unlink()  # a request that re-read it would fail now
+        r = client.get("/v1/series", params={"indicator": "energy.load_kw"})
+    assert r.status_code == 200, r.text
+    assert r.json()["unit"] == "kW"
+
+
+def test_replay_from_the_command_line_prints_its_report(
+    db: psycopg.Connection, database_url: str, tmp_path: Path
+) -> None:
+    received = datetime.now(UTC) - timedelta(minutes=5)
+    ok = b'{"occupied": false, "ts": %d}' % int((received.timestamp() - 1) * 1000)
+    _dead_letter(db, "city/parking/p7/telemetry", ok, "schema", received)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYVITALS_")}
+    env["CITYVITALS_DATABASE_URL"] = database_url
+    run = functools.partial(
+        subprocess.run, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    done = run([CITYVITALS, "dead-letters", "replay", "--reason", "schema"], check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"replayed": 1, "stored": 1, "duplicate": 0, "rejected": {}}
+    done = run([CITYVITALS, "dead-letters", "replay", "--reason", "nope"], check=False)
+    assert done.returncode == 2
+    assert done.stderr.startswith("unknown reason 'nope'")

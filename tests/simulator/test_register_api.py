@@ -1,4 +1,5 @@
-"""`--register api` posts the fleet to the registry import endpoint."""
+"""Registering the fleet: `--register api` posts it to the import endpoint, `--register db`
+imports it through the registry library."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, ClassVar
 
+import psycopg
 import pytest
 
 from cityvitals.db.schema import REGISTRY_FIELDS
 from cityvitals.simulator.fleet import build_fleet
-from cityvitals.simulator.register import API_CHUNK, RegisterError, register_api
+from cityvitals.simulator.register import API_CHUNK, RegisterError, register_api, register_db
 
 TOKEN = "test-token"
 
@@ -69,3 +71,27 @@ def test_a_refusal_is_an_error_naming_the_status(registry: tuple[str, type[_Regi
     url, _ = registry
     with pytest.raises(RegisterError, match="403"):
         register_api(build_fleet(0, 0.2).devices, api_url=url, token="wrong")
+
+
+def test_register_db_goes_through_the_registry_and_refuses_a_kind_change(
+    database_url: str,
+) -> None:
+    fleet = build_fleet(0, 0.2)
+    hut = fleet.of_kind("waste")[0]
+    meter = fleet.of_kind("energy")[0]
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO devices (device_id, kind) VALUES (%s, 'parking')", (meter.device_id,)
+        )
+    with pytest.raises(RegisterError, match=f"refused 1 of {len(fleet)}") as refused:
+        register_db(fleet.devices, dsn=database_url)
+    assert "registered with another kind" in str(refused.value)
+    with psycopg.connect(database_url) as conn:
+        kinds: dict[str, str] = dict(conn.execute("SELECT device_id, kind FROM devices").fetchall())
+        hours = conn.execute(
+            "SELECT opening_hours FROM devices WHERE device_id = %s", (hut.device_id,)
+        ).fetchone()
+    assert kinds[meter.device_id] == "parking"
+    assert len(kinds) == len(fleet)
+    # Stored as the API stores them, not as the simulator's pairs.
+    assert hours == ([{"open": "07:00", "close": "09:00"}, {"open": "18:00", "close": "20:00"}],)
