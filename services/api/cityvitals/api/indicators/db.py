@@ -4,7 +4,7 @@ threshold tests as SQL, and the row and parameter types several domains share.""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date, datetime
 from typing import Any
 
@@ -85,12 +85,19 @@ async def fetch_rows(
     query: sql.SQL | sql.Composed,
     params: dict[str, Any],
 ) -> list[Any]:
-    """The rows of a query as instances of `cls`, converted a few at a time."""
-    # The row classes take their fields positionally (psycopg's `args_row`, several
-    # times faster than keyword construction): the SELECT lists name the columns
-    # in the order of the dataclass fields.
+    """The rows of a query as instances of `cls`, converted a few at a time.
+
+    Columns are matched to the fields by name: a query whose columns are not named as
+    the fields of `cls`, in their order, raises before a row is converted.
+    """
+    # The rows are built positionally (psycopg's `args_row`, several times faster than
+    # keyword construction), so the names are checked once per query instead.
     async with conn.cursor(row_factory=args_row(cls)) as cur:
         await cur.execute(query, params)
+        columns = [c.name for c in cur.description or ()]
+        expected = [f.name for f in fields(cls)]
+        if columns != expected:
+            raise RuntimeError(f"{cls.__name__} from columns {columns}, not {expected}")
         rows: list[Any] = []
         while batch := await cur.fetchmany(ROWS_PER_FETCH):
             rows += batch
