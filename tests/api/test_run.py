@@ -9,10 +9,12 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 
 from cityvitals.api.main import run
 from cityvitals.cli.localstack import free_port
 from cityvitals.settings import ApiSettings
+from cityvitals.startup import StartupError
 from tests.fix_services import wait_until
 
 
@@ -49,12 +51,11 @@ def test_api_process_serves_and_exits_zero_on_sigterm(database_url: str) -> None
             proc.wait()
 
 
-def test_run_returns_nonzero_with_a_clear_message_when_the_port_is_taken(
-    database_url: str, capsys: object
-) -> None:
+def test_run_refuses_a_taken_port_with_a_clear_message(database_url: str) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        code = run(ApiSettings(database_url=database_url, api_port=port))
-    assert code == 1
+        with pytest.raises(StartupError) as err:
+            run(ApiSettings(database_url=database_url, api_port=port))
+    assert "CITYVITALS_API_PORT" in err.value.fix
