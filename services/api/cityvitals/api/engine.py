@@ -90,13 +90,28 @@ class Worker:
 
     async def _shutdown(self) -> None:
         # A refresh cancelled on the caller's side is cancelled here by a callback;
-        # let every such task end before the loop stops, then close the pool.
-        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        # let every such task end before the loop stops, then close the pool. The
+        # pool's own scheduler and workers (tasks named after the pool) are the pool's
+        # to end: cancelled from here, its close() would raise CancelledError.
+        own = f"{self.pool.name}-" if self.pool is not None else None
+        tasks = [
+            t
+            for t in asyncio.all_tasks()
+            if t is not asyncio.current_task() and not (own and t.get_name().startswith(own))
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.pool is not None:
-            await self.pool.close()
+            # With the database away, the pool's scheduler may end cancelled inside its
+            # own timed wait; its close() then re-raises that, though nothing of ours
+            # was cancelled. The pool is closed either way.
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.pool.close()
+        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
 
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the worker's loop and wait for it from the caller's."""
