@@ -508,7 +508,7 @@ def test_a_partial_override_keeps_the_other_bounds_and_the_direction(tmp_path: P
 
 def test_an_override_leaves_the_module_defaults_untouched(tmp_path: Path) -> None:
     before = dict(BY_ID)
-    with_overrides(write(tmp_path / "t.json", {"devices.online_ratio": {"attention": 0.5}}))
+    with_overrides(write(tmp_path / "t.json", {"devices.online_ratio": {"attention": 0.97}}))
     assert before == BY_ID
     assert BY_ID["devices.online_ratio"].thresholds == Thresholds(
         "lt", attention=0.95, warning=0.90, critical=0.70
@@ -578,7 +578,7 @@ def test_a_parameter_the_indicator_does_not_have_is_an_error_naming_those_it_has
 @pytest.mark.parametrize("value", ["high", "", "3,3"])
 def test_a_parameter_that_is_not_a_number_is_an_error(tmp_path: Path, value: str) -> None:
     path = write(tmp_path / "t.json", {"devices.low_battery": {"params": {"parking_v": value}}})
-    with pytest.raises(ValueError, match="float"):
+    with pytest.raises(ValueError, match="parking_v: expected a number"):
         with_overrides(path)
 
 
@@ -596,8 +596,34 @@ def test_a_thresholds_file_that_is_not_json_is_an_error(tmp_path: Path) -> None:
 
 
 def test_a_missing_thresholds_file_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ValueError, match="cannot read"):
         with_overrides(tmp_path / "absent.json")
+
+
+@pytest.mark.parametrize(
+    ("spec", "named"),
+    [
+        ({"parking.occupancy_ratio": {"attention": "high"}}, "attention: expected a number"),
+        ({"parking.occupancy_ratio": {"attention": None}}, "attention: expected a number"),
+        ({"parking.occupancy_ratio": {"attention": 0.99, "warning": 0.5}}, "must be above"),
+        ({"devices.online_ratio": {"warning": 0.99}}, "must be below"),
+        ({"parking.occupancy_ratio": 0.8}, "expected an object"),
+        ({"waste.huts_full": {"entity": [80]}}, "expected an object of bounds"),
+        ({"parking.occupancy_ratio": {"direction": "up"}}, "unknown keys"),
+    ],
+)
+def test_a_thresholds_file_that_would_misjudge_is_refused_naming_the_key(
+    tmp_path: Path, spec: dict[str, object], named: str
+) -> None:
+    with pytest.raises(ValueError, match=named):
+        with_overrides(write(tmp_path / "t.json", spec))
+
+
+def test_a_thresholds_file_that_is_a_list_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "t.json"
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="expected an object"):
+        with_overrides(path)
 
 
 # Districts

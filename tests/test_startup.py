@@ -388,6 +388,21 @@ def test_api_port_in_use(migrated_url: str, mqtt_url: str, taken_port: int, tmp_
     assert_one_line(out, "api", str(taken_port), "in use", "CITYVITALS_API_PORT")
 
 
+@pytest.mark.parametrize(
+    "content",
+    ['{"nope.x": {}}', '{"parking.occupancy_ratio": {"attention": "high"}}', "not json"],
+    ids=["unknown-indicator", "not-a-number", "not-json"],
+)
+def test_api_bad_thresholds_file(
+    migrated_url: str, mqtt_url: str, tmp_path: Path, content: str
+) -> None:
+    bad = tmp_path / "thresholds.json"
+    bad.write_text(content)
+    env = env_for(migrated_url, mqtt_url, api_port=str(free_port()), thresholds_file=str(bad))
+    out = cityvitals(["api"], env, tmp_path)
+    assert_one_line(out, "api", "thresholds", "CITYVITALS_THRESHOLDS_FILE")
+
+
 def test_collector_metrics_port_in_use(
     migrated_url: str, mqtt_url: str, taken_port: int, tmp_path: Path
 ) -> None:

@@ -8,6 +8,7 @@ Thresholds are defaults; a deployment overrides them with a JSON file
 from __future__ import annotations
 
 import enum
+import itertools
 import json
 import math
 from collections.abc import Mapping
@@ -397,38 +398,84 @@ STALE_COVERAGE = 0.8
 STALE_INTERVALS = 3
 
 
+_BOUNDS = ("attention", "warning", "critical")
+
+
+def _bounds(where: str, spec: object, base: Thresholds) -> Thresholds:
+    """`base` with the bounds of `spec` replaced, checked: numbers, known keys, in order."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where}: expected an object of bounds, got {type(spec).__name__}")
+    unknown = sorted(set(spec) - set(_BOUNDS))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown} (bounds are {list(_BOUNDS)})")
+    for key, value in spec.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{where}.{key}: expected a number, got {value!r}")
+    values = {k: float(v) for k, v in spec.items()}
+    merged = Thresholds(
+        base.direction,
+        attention=values.get("attention", base.attention),
+        warning=values.get("warning", base.warning),
+        critical=values.get("critical", base.critical),
+    )
+    set_bounds = [(k, getattr(merged, k)) for k in _BOUNDS if getattr(merged, k) is not None]
+    for (k1, v1), (k2, v2) in itertools.pairwise(set_bounds):
+        worse = v2 >= v1 if merged.direction == "ge" else v2 <= v1
+        if not worse:
+            raise ValueError(
+                f"{where}: {k2} ({v2}) must be {'above' if merged.direction == 'ge' else 'below'}"
+                f" {k1} ({v1})"
+            )
+    return merged
+
+
 def with_overrides(path: str | Path | None) -> dict[str, Indicator]:
     """The catalogue with thresholds replaced from a JSON file.
 
     The file maps indicator ids to `{"attention": x, "warning": y, "critical": z}`,
     optionally with `"entity": {...}` for per-entity thresholds and `"params": {...}`
-    for the formula's named limits (`Indicator.params`; only those it has).
+    for the formula's named limits (`Indicator.params`; only those it has). Anything
+    else — an unknown id or key, a value that is not a number, bounds out of order —
+    is a ValueError naming the indicator and the key.
     """
     if path is None:
         return dict(BY_ID)
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ValueError(f"cannot read {path}: {err.strerror}") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected an object of indicator ids")
     result = dict(BY_ID)
-    for ind_id, spec in data.items():
+    for ind_id, raw in data.items():
         if ind_id not in result:
             raise ValueError(f"thresholds file names unknown indicator {ind_id!r}")
+        if not isinstance(raw, dict):
+            raise ValueError(f"{ind_id}: expected an object, got {type(raw).__name__}")
         ind = result[ind_id]
+        spec = dict(raw)
         entity = spec.pop("entity", None)
         params = spec.pop("params", None)
-        if params:
+        if params is not None:
+            if not isinstance(params, dict):
+                raise ValueError(f"{ind_id}.params: expected an object")
             unknown = sorted(set(params) - set(ind.params))
             if unknown:
                 raise ValueError(
                     f"thresholds file names parameters {unknown} that {ind_id!r} does not "
                     f"have (it has {sorted(ind.params)})"
                 )
-            merged = {**ind.params, **{k: float(v) for k, v in params.items()}}
-            ind = replace(ind, params=merged)
+            for key, value in params.items():
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise ValueError(f"{ind_id}.params.{key}: expected a number, got {value!r}")
+            ind = replace(ind, params={**ind.params, **{k: float(v) for k, v in params.items()}})
         if spec:
-            base = ind.thresholds or Thresholds("ge")
-            ind = replace(ind, thresholds=replace(base, **spec))
-        if entity:
+            ind = replace(ind, thresholds=_bounds(ind_id, spec, ind.thresholds or Thresholds("ge")))
+        if entity is not None:
             base = ind.entity_thresholds or Thresholds("ge")
-            ind = replace(ind, entity_thresholds=replace(base, **entity))
+            ind = replace(ind, entity_thresholds=_bounds(f"{ind_id}.entity", entity, base))
         result[ind_id] = ind
     return result
 

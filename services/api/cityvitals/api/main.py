@@ -290,6 +290,12 @@ def run(settings: ApiSettings) -> int:
 
     from cityvitals.startup import OneLineRepeats, StartupError, check_database, is_transient
 
+    try:
+        with_overrides(settings.thresholds_file)
+    except ValueError as err:
+        raise StartupError(
+            f"bad thresholds file: {err}", "fix CITYVITALS_THRESHOLDS_FILE (docs/indicators.md)"
+        ) from None
     where = f"{settings.api_host}:{settings.api_port}"
     try:
         sock = _bind(settings.api_host, settings.api_port)
