@@ -577,3 +577,14 @@ def test_ports_are_accepted_exactly_from_0_to_65535(
         else:
             with pytest.raises(ValidationError):
                 load(cls)
+
+
+@pytest.mark.parametrize("value", ["/$SYS", "/", "//", "a//b"])
+def test_a_prefix_is_judged_after_its_slashes_are_stripped(value: str) -> None:
+    with pytest.raises(ValidationError, match="TOPIC_PREFIX"):
+        CommonSettings(topic_prefix=value, _env_file=None)
+
+
+def test_an_mqtt_url_with_port_0_is_refused() -> None:
+    with pytest.raises(ValueError, match="port 0"):
+        parse_mqtt_url("mqtt://h:0")

@@ -25,6 +25,14 @@ class MqttTarget(BaseModel):
     tls: bool = False
 
 
+def _port(port: int | None, default: int, url: str) -> int:
+    if port is None:
+        return default
+    if port == 0:
+        raise ValueError(f"MQTT URL has port 0: {url!r}")
+    return port
+
+
 def parse_mqtt_url(url: str) -> MqttTarget:
     """Split an `mqtt://` or `mqtts://` URL into its parts."""
     parts = urlsplit(url)
@@ -35,7 +43,7 @@ def parse_mqtt_url(url: str) -> MqttTarget:
         raise ValueError(f"MQTT URL has no host: {url!r}")
     return MqttTarget(
         host=parts.hostname,
-        port=parts.port or (8883 if tls else 1883),
+        port=_port(parts.port, 8883 if tls else 1883, url),
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
         tls=tls,
@@ -81,9 +89,10 @@ class CommonSettings(BaseSettings):
     @field_validator("topic_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
-        if not value or any(c in value for c in "#+") or value.startswith("$"):
+        value = value.strip("/")
+        if not value or any(c in value for c in "#+") or value.startswith("$") or "//" in value:
             raise ValueError("TOPIC_PREFIX must be a plain topic level path")
-        return value.strip("/")
+        return value
 
     @property
     def mqtt(self) -> MqttTarget:
