@@ -271,9 +271,10 @@ async def _store(
         upcoming = asyncio.ensure_future(anext(batches, None))
         try:
             while (batch := await upcoming) is not None:
-                # The next batch is checked while the database registers this one.
+                # The next batch is checked while this one is copied and registered.
                 upcoming = asyncio.ensure_future(anext(batches, None))
-                await _register(cur, batch, types, state, now)
+                rows = await _stage(cur, batch, types, state)
+                await _register(cur, rows, state, now)
         finally:
             if not upcoming.done():
                 # Registering stopped early: the batch being checked is not wanted.
@@ -291,13 +292,12 @@ async def _store(
     return ImportReport(imported=state.imported, failed=state.failed)
 
 
-async def _register(
-    cur: AsyncCursor[Any], batch: Checked, types: list[int], state: _Import, now: datetime
-) -> None:
+async def _stage(
+    cur: AsyncCursor[Any], batch: Checked, types: list[int], state: _Import
+) -> list[CopyRow]:
+    """Copy a batch's rows into the batch table; the rows copied."""
     state.failed += batch.failed
     rows = state.fresh(batch.rows)
-    if not rows:
-        return
     await cur.execute(_TRUNCATE_BATCH)
     async with cur.copy(_COPY_BATCH) as copy:
         copy.set_types(types)
@@ -305,6 +305,15 @@ async def _register(
             await copy.write_row(row)
             if n % ROWS_PER_TURN == 0:
                 await asyncio.sleep(0)
+    return rows
+
+
+async def _register(
+    cur: AsyncCursor[Any], rows: list[CopyRow], state: _Import, now: datetime
+) -> None:
+    """Register the copied batch; report its rows that were left out."""
+    if not rows:
+        return
     await cur.execute(_REGISTER_BATCH, {"now": now})
     left_out = await cur.fetchall()
     earlier = {device_id for _, device_id, _, why in left_out if why == "earlier"}
