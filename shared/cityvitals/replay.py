@@ -118,7 +118,14 @@ def _replay_one(
             outcome = parsed.reason.value
         else:
             result = writer.store_parsed(conn, [parsed], dead_letter=False)
-            outcome = "stored" if sum(result.stored.values()) else "duplicate"
+            if result.rejected:
+                # The database still refuses it (`unstorable`): it stays a dead letter,
+                # replayable again after the next fix.
+                outcome = next(iter(result.rejected)).value
+            elif sum(result.stored.values()):
+                outcome = "stored"
+            else:
+                outcome = "duplicate"
         conn.execute(_MARK, {"now": now, "outcome": outcome, "id": dl_id})
         conn.commit()
     except BaseException:

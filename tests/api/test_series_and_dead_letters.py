@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from cityvitals.api.main import create_app
 from cityvitals.settings import ApiSettings
 from tests.api.conftest import AUTH, NOW, Api, device, parking
+from tests.collector.refusal import REFUSED_KW, install_refusal
 from tests.fix_services import CITYVITALS
 
 
@@ -154,6 +155,33 @@ def test_replay_marks_an_already_stored_reading_duplicate(api: Api, db: psycopg.
     _dead_letter(db, "city/parking/p1/telemetry", body, "schema", received)
     r = api.client.post("/v1/dead-letters/replay", headers=AUTH, params={"reason": "schema"})
     assert r.json()["duplicate"] == 1
+
+
+def test_an_unstorable_reading_stays_a_dead_letter_until_the_database_takes_it(
+    api: Api, db: psycopg.Connection, database_url: str
+) -> None:
+    install_refusal(database_url)
+    received = datetime.now(UTC) - timedelta(minutes=1)
+    body = json.dumps({"active_power_kw": REFUSED_KW}).encode()
+    _dead_letter(db, "city/energy/em-r/telemetry", body, "unstorable", received)
+
+    def replay() -> dict[str, object]:
+        r = api.client.post(
+            "/v1/dead-letters/replay", headers=AUTH, params={"reason": "unstorable"}
+        )
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    still = replay()
+    assert (still["stored"], still["rejected"]) == (0, {"unstorable": 1})
+    # The fix: the database takes the value now; the same dead letter is stored, once.
+    db.execute("DROP TRIGGER refuse_power ON readings_energy")
+    assert replay()["stored"] == 1
+    assert replay()["replayed"] == 0  # stored dead letters are not replayed again
+    readings = db.execute("SELECT count(*) FROM readings_energy").fetchone()
+    letters = db.execute("SELECT count(*), min(replay_result) FROM dead_letters").fetchone()
+    assert readings == (1,)
+    assert letters == (1, "stored")
 
 
 def test_series_reads_the_thresholds_file_once_at_start(

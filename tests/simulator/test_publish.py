@@ -110,7 +110,8 @@ def test_register_db_writes_the_fleet_into_the_devices_table(
         key = conn.execute("SELECT count(*) FROM devices WHERE key_consumer").fetchone()
     assert sorted(r[0] for r in rows) == sorted(fleet.ids())
     assert {r[1] for r in rows} == {"parking", "waste", "energy"}
-    assert hours == [["07:00", "09:00"], ["18:00", "20:00"]]
+    # The registry's own form: --register db goes through the registry library.
+    assert hours == [{"open": "07:00", "close": "09:00"}, {"open": "18:00", "close": "20:00"}]
     assert site == hut.site
     assert key is not None
     assert key[0] == sum(d.key_consumer for d in fleet)
