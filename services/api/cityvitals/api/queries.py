@@ -48,6 +48,7 @@ from cityvitals.api.indicators.waste import (
     HutRow,
     waste_params,
 )
+from cityvitals.replay import REPLAY_COLLECTOR
 
 __all__ = [
     "ONLINE_SQL",
@@ -70,8 +71,6 @@ __all__ = [
 ]
 
 # Dead-letter replay writes its ingest counters under this collector name, so that
-# re-stored old messages do not count as ingest lag or as fresh traffic.
-REPLAY_COLLECTOR = "dead-letter-replay"
 
 
 @dataclass(frozen=True, slots=True)
