@@ -1,4 +1,4 @@
-"""`make bench` / `make bench-quick`: the speed targets of SPEC §8, measured side by side.
+"""`make bench` / `make bench-quick`: the speed targets of docs/targets.md, measured side by side.
 
 Every benchmark runs against a real PostgreSQL (durable: fsync and synchronous commit
 on, as in production) and a real Mosquitto with the project's configuration, started

@@ -1,6 +1,6 @@
 """A megacity registry as CSV, for `cityvitals devices import` (docs/api.md).
 
-`python -m scripts.make_registry_csv OUT.csv --devices 2000000` writes the SPEC §8
+`python -m scripts.make_registry_csv OUT.csv --devices 2000000` writes the docs/targets.md
 mix: 60 % parking sensors (40 to a lot), 5 % waste huts, 35 % energy meters (4 to a
 building, one in ten a key consumer), spread over the 16 districts. `--bad-rate`
 turns that share of rows into rows the import must refuse, one kind of fault each
@@ -34,7 +34,7 @@ HEADER = (
     "key_consumer",
     "contract_kw",
 )
-# SPEC §8: 1.2 M parking sensors, 100 k huts and 700 k meters in 2 M devices.
+# docs/targets.md: 1.2 M parking sensors, 100 k huts and 700 k meters in 2 M devices.
 MIX = (("parking", 0.60), ("waste", 0.05), ("energy", 0.35))
 PER_SITE = {"parking": 40, "waste": 1, "energy": 4}
 PREFIX = {"parking": "pk", "waste": "ws", "energy": "em"}
@@ -56,7 +56,7 @@ class Written:
 
 
 def _rows(devices: int, rng: random.Random) -> Iterator[tuple[str, list[str]]]:
-    """(kind, row) for each device in the SPEC mix."""
+    """(kind, row) for each device in the mix of docs/targets.md."""
     counts = {kind: int(devices * share) for kind, share in MIX}
     counts["energy"] += devices - sum(counts.values())
     for kind, n in counts.items():

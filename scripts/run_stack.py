@@ -3,7 +3,7 @@
 PostgreSQL and Mosquitto run from the system's binaries with their data in `.run/`
 (gitignored), so a second run finds its data again. Then migrations, the collector,
 the API and a small simulated fleet start as `cityvitals` subcommands, exactly as
-a deployment starts them (SPEC §10).
+a deployment starts them (docs/running.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Parsing of SPEC §2-§3: every range, every reason, both timestamp forms."""
+"""Parsing of docs/wire.md-§3: every range, every reason, both timestamp forms."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The topic grammar of SPEC §2 (docs/wire.md, Topics): levels, kind, device id, channel,
+"""The topic grammar of docs/wire.md (docs/wire.md, Topics): levels, kind, device id, channel,
 in that order, and the collector's subscription filter."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Payload models of SPEC §3 and the one parser that turns topic + bytes into a value.
+"""Payload models (docs/wire.md) and the one parser that turns topic + bytes into a value.
 
 msgspec decodes and validates in one pass in C; the numbers behind that choice are
 in docs/benchmarks.md (parse). Payload ranges live here and nowhere else.
@@ -17,7 +17,7 @@ from cityvitals.reasons import Reason, Rejection
 from cityvitals.timeutil import from_epoch_ms
 from cityvitals.topics import Channel, Kind, Topic, parse_topic
 
-# Ranges of SPEC §3, as msgspec constraints so that decoding checks them.
+# The payload ranges of docs/wire.md, as msgspec constraints so that decoding checks them.
 BatteryV = Annotated[float, msgspec.Meta(ge=0, le=5)]
 RssiDbm = Annotated[float, msgspec.Meta(ge=-150, le=0)]
 Pct = Annotated[float, msgspec.Meta(ge=0, le=100)]
@@ -26,7 +26,7 @@ Ppm = Annotated[float, msgspec.Meta(ge=0, le=1000)]
 TempC = Annotated[float, msgspec.Meta(ge=-40, le=150)]
 HutBatteryV = Annotated[float, msgspec.Meta(ge=0, le=100)]
 PowerKw = Annotated[float, msgspec.Meta(ge=-100000, le=100000)]
-# SPEC §3.3 gives only a lower bound; the upper bounds keep every float finite
+# docs/wire.md gives only a lower bound here; the upper bounds keep every float finite
 # (JSON's 1e999 decodes to infinity) and are far beyond any real meter.
 EnergyKwh = Annotated[float, msgspec.Meta(ge=0, le=1e15)]
 AdjustableKw = Annotated[float, msgspec.Meta(ge=0, le=100000)]
@@ -40,7 +40,7 @@ CATEGORIES: tuple[Category, ...] = ("wet", "dry", "recyclable", "hazardous")
 
 
 class ParkingPayload(msgspec.Struct, frozen=True):
-    """SPEC §3.1: one sensor per parking space."""
+    """One sensor per parking space (docs/wire.md)."""
 
     occupied: bool
     ts: TsField = None
@@ -66,7 +66,7 @@ class Gas(msgspec.Struct, frozen=True):
 
 
 class WastePayload(msgspec.Struct, frozen=True):
-    """SPEC §3.2: one smart garbage hut with up to 8 bins."""
+    """One smart garbage hut with up to 8 bins (docs/wire.md)."""
 
     bins: Annotated[list[Bin], msgspec.Meta(min_length=1, max_length=8)]
     ts: TsField = None
@@ -74,13 +74,13 @@ class WastePayload(msgspec.Struct, frozen=True):
     temp_c: TempC | None = None
     seepage: bool | None = None
     door_open: bool | None = None
-    # SPEC §3.2 shows a 12 V hut battery and gives no range; 0-100 V keeps it sane.
+    # docs/wire.md shows a 12 V hut battery and gives no range; 0-100 V keeps it sane.
     battery_v: HutBatteryV | None = None
     seq: Seq | None = None
 
 
 class EnergyPayload(msgspec.Struct, frozen=True):
-    """SPEC §3.3: one meter at a building or site."""
+    """One meter at a building or site (docs/wire.md)."""
 
     active_power_kw: PowerKw
     ts: TsField = None
@@ -95,7 +95,7 @@ EVENT_TYPE_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
 class EventPayload(msgspec.Struct, frozen=True):
-    """SPEC §3.4: an event, unique per device by `id`."""
+    """An event, unique per device by `id` (docs/wire.md)."""
 
     type: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
     id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
@@ -115,7 +115,7 @@ _ANY_DECODER = msgspec.json.Decoder(dict[str, Any])
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Validation limits of SPEC §2 (configurable)."""
+    """Validation limits of docs/wire.md (configurable)."""
 
     max_payload_bytes: int = 8192
     clock_skew: timedelta = timedelta(minutes=5)

@@ -1,4 +1,4 @@
-"""Why a message was rejected: the reason codes of SPEC §2, one enum."""
+"""Why a message was rejected: the reason codes of docs/wire.md, one enum."""
 
 from __future__ import annotations
 

@@ -106,7 +106,7 @@ class CommonSettings(BaseSettings):
 
 
 class LimitSettings(CommonSettings):
-    """Validation limits shared by the collector and dead-letter replay (SPEC §2)."""
+    """Validation limits shared by the collector and dead-letter replay (docs/wire.md)."""
 
     max_payload_bytes: int = Field(default=8192, ge=1)
     clock_skew_s: float = Field(default=300.0, ge=0)
@@ -141,7 +141,7 @@ class CollectorSettings(LimitSettings):
     # The tuned paho receive path and batched PUBACKs (cityvitals.mqttfast); `false`
     # runs stock paho, for comparison in the benchmarks.
     mqtt_tuned: bool = True
-    # MQTT 5 Receive Maximum (SPEC §2): the unacknowledged window, and so the bound
+    # MQTT 5 Receive Maximum (docs/wire.md): the unacknowledged window, and so the bound
     # of what the collector holds in memory while the database is away.
     receive_maximum: int = Field(default=20000, ge=1, le=65535)
     session_expiry_s: int = Field(default=86400, ge=0)

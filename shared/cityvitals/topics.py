@@ -1,4 +1,4 @@
-"""The topic grammar of SPEC §2: `{prefix}/{kind}/{device_id}/{channel}`."""
+"""The topic grammar of docs/wire.md: `{prefix}/{kind}/{device_id}/{channel}`."""
 
 from __future__ import annotations
 

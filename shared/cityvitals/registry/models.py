@@ -1,4 +1,4 @@
-"""What a registry entry is (SPEC §4), and what an import reports."""
+"""What a registry entry is (docs/registry.md), and what an import reports."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ KindName = Literal["parking", "waste", "energy"]
 # A registered id is one a device could publish under (the topic grammar's).
 DEVICE_ID_PATTERN = f"^{DEVICE_ID_RE.pattern}$"
 HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
-# SPEC §4: waste huts open 07:00-09:00 and 18:00-20:00 unless registered otherwise.
+# docs/registry.md: waste huts open 07:00-09:00 and 18:00-20:00 unless registered otherwise.
 DEFAULT_OPENING_HOURS = (("07:00", "09:00"), ("18:00", "20:00"))
 
 
@@ -44,7 +44,7 @@ class OpeningHours(BaseModel):
 
 
 class DeviceIn(BaseModel):
-    """A registry entry (SPEC §4); `PUT` replaces the whole entry."""
+    """A registry entry (docs/registry.md); `PUT` replaces the whole entry."""
 
     model_config = ConfigDict(
         extra="forbid",

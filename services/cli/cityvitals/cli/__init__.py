@@ -1,4 +1,4 @@
-"""The `cityvitals` command: one entry point for every service (SPEC §10)."""
+"""The `cityvitals` command: one entry point for every service (docs/running.md)."""
 
 from __future__ import annotations
 

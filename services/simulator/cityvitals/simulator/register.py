@@ -1,4 +1,4 @@
-"""Put the fleet into the device registry (SPEC §4): through the API, or straight into
+"""Put the fleet into the device registry (docs/registry.md): through the API, or straight into
 the database through the registry library (`cityvitals.registry`)."""
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from cityvitals.api.services import dead_letters
 from cityvitals.reasons import Reason
 
 router = APIRouter(prefix="/v1/dead-letters", tags=["dead letters"])
-ReasonParam = Annotated[Reason | None, Query(description="only this reason code (SPEC §2)")]
+ReasonParam = Annotated[Reason | None, Query(description="only this reason code (docs/wire.md)")]
 
 
 @router.get("", response_model=DeadLetterList, summary="Rejected messages, newest first")

@@ -30,7 +30,7 @@ from cityvitals.registry.parse import format_for_content_type
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 DeviceId = Annotated[str, Path(min_length=1, max_length=200, examples=["pk-xuhui-0001"])]
-# A new registry entry must have an id a device could publish under (SPEC §2).
+# A new registry entry must have an id a device could publish under (docs/wire.md).
 NewDeviceId = Annotated[str, Path(pattern=DEVICE_ID_PATTERN, examples=["pk-xuhui-0001"])]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "Unknown device"}
