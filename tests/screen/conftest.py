@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,13 +25,18 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screen"
+# Screenshots for a person to look at: never into the working tree.
+ARTIFACTS = Path(os.environ.get("CITYVITALS_TEST_ARTIFACTS") or tempfile.gettempdir()) / "screen"
 WALL: ViewportSize = {"width": 1920, "height": 1080}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
-    """One headless Chromium for the session."""
+    """One headless Chromium for the screen tests.
+
+    Package scope, not session: Playwright's sync API runs an event loop in this
+    thread while it is open, which would stop every later test from using asyncio.run.
+    """
     if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
         pytest.fail(f"{CHROMIUM} missing: `make test` installs Debian's chromium")
     with sync_playwright() as pw:

@@ -7,7 +7,6 @@ on stdout as JSON.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from rich.progress import (
 )
 
 from cityvitals import logs
+from cityvitals.aio import run_sync
 from cityvitals.registry.models import ImportReport
 from cityvitals.registry.parse import Format, format_for_file
 from cityvitals.registry.service import PIECE_BYTES, import_stream
@@ -97,7 +97,7 @@ def import_file_cli(path: Path) -> int:
         with path.open("rb") as file, _progress(path.stat().st_size) as watch:
             head = file.read(PIECE_BYTES)
             fmt = format_for_file(path, head)
-            report = asyncio.run(_import(file, head, fmt, dsn, watch))
+            report = run_sync(_import(file, head, fmt, dsn, watch))
     except (OSError, ValueError) as err:
         sys.stderr.write(f"cannot import {path}: {err}; nothing was stored\n")
         return UNREADABLE

@@ -3,7 +3,6 @@ the database through the registry library (`cityvitals.registry`)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import urllib.error
@@ -13,6 +12,7 @@ from collections.abc import Sequence
 import psycopg
 import structlog
 
+from cityvitals.aio import run_sync
 from cityvitals.registry import service as registry
 from cityvitals.registry.models import ImportReport
 from cityvitals.timeutil import utcnow
@@ -78,7 +78,7 @@ def register_db(devices: Sequence[Device], *, dsn: str) -> int:
     The same validation and the same refusal of a kind change as the API's import;
     a fleet that is only partly registered raises RegisterError. The count.
     """
-    report = asyncio.run(_import(devices, dsn))
+    report = run_sync(_import(devices, dsn))
     if report.failed:
         failed = [f.model_dump() for f in report.failed[:3]]
         raise RegisterError(
