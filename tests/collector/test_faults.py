@@ -24,8 +24,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cityvitals.cli.localstack import MosquittoServer, PostgresServer
 from cityvitals.settings import parse_mqtt_url
-from tests.collector.refusal import REFUSED_KW, install_refusal
 from tests.fix_services import CollectorProcess, wait_until
+from tests.store.refusal import REFUSED_KW, install_refusal
 
 pytestmark = pytest.mark.slow
 Factory = Callable[..., CollectorProcess]

@@ -5,7 +5,7 @@ keys and values at any depth (unknown fields, event ids, types and attrs, bin
 categories), strings and keys up to the 8 KiB payload limit, integers beyond int8 and
 beyond a double, nesting as deep as the size limit allows, text outside the Basic
 Multilingual Plane in every string position, and readings the database itself refuses
-(tests/collector/refusal.py). The contract is docs/wire.md ("Rules every message meets",
+(tests/store/refusal.py). The contract is docs/wire.md ("Rules every message meets",
 the delivery guarantee) and docs/dead-letters.md (`unstorable`): every message is stored
 or dead-lettered, exactly once, with the reason the parser gives it (a refusal of the
 database as `unstorable` with its SQLSTATE); no message holds up the ones behind it;
@@ -36,9 +36,9 @@ from hypothesis import strategies as st
 from cityvitals.payloads import CATEGORIES, DeviceStatus, Event, Limits, Reading, parse_message
 from cityvitals.reasons import Reason, Rejection
 from cityvitals.topics import Kind
-from tests.collector.refusal import REFUSED_KW, install_refusal
 from tests.collector.test_ingest import Factory
 from tests.fix_services import CollectorProcess, Publisher
+from tests.store.refusal import REFUSED_KW, install_refusal
 
 NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 MAX_PAYLOAD = Limits().max_payload_bytes

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from cityvitals.reasons import Reason
-from tests.collector.refusal import REFUSED_KW, install_refusal
 from tests.fix_services import CollectorProcess, Publisher, wait_until
+from tests.store.refusal import REFUSED_KW, install_refusal
 
 Factory = Callable[..., CollectorProcess]
 
