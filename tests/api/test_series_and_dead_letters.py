@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from cityvitals.api.main import create_app
 from cityvitals.settings import ApiSettings
 from tests.api.conftest import AUTH, NOW, Api, device, parking
-from tests.collector.refusal import REFUSED_KW, install_refusal
 from tests.fix_services import CITYVITALS
+from tests.store.refusal import REFUSED_KW, install_refusal
 
 
 def test_refresh_writes_one_sample_per_minute_and_series_buckets_them(
