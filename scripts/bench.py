@@ -193,6 +193,10 @@ class Bench:
         self, db: str, prefix: str, client_id: str, **extra: str
     ) -> tuple[subprocess.Popen[bytes], int]:
         """Start a collector and wait until it is subscribed."""
+        # The benchmark's broker never restarts, so the collectors share on it whatever
+        # its version (`auto` would not share on Debian's 2.0, and two collectors would
+        # each store everything).
+        extra.setdefault("shared_subscription", "on")
         port = free_port()
         env = self.env(db, prefix, client_id=client_id, metrics_port=str(port), **extra)
         proc = self.spawn([CITYVITALS, "collector"], env, client_id)

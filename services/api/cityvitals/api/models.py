@@ -127,7 +127,9 @@ class DeviceOut(BaseModel):
     auto_registered: bool
     created_at: datetime
     updated_at: datetime
-    last_seen: datetime | None = Field(description="receive time of the newest message")
+    last_seen: datetime | None = Field(
+        description="time of the newest message by its ts (its receive time where it had none)"
+    )
     online: bool
     retained_status: Literal["online", "offline"] | None
 
