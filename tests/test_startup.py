@@ -457,6 +457,25 @@ def test_collector_database_not_migrated(empty_url: str, mqtt_url: str, tmp_path
     assert_one_line(out, "collector", "not migrated", "cityvitals migrate")
 
 
+@pytest.mark.parametrize(
+    ("args", "command"),
+    [(["rebuild"], "rebuild"), (["dead-letters", "replay"], "dead-letters replay")],
+)
+def test_maintenance_commands_on_a_database_not_migrated(
+    empty_url: str, mqtt_url: str, tmp_path: Path, args: list[str], command: str
+) -> None:
+    out = cityvitals(args, env_for(empty_url, mqtt_url), tmp_path)
+    assert_one_line(out, command, "not migrated", "cityvitals migrate")
+
+
+def test_migrate_with_a_policy_that_is_not_an_interval(
+    migrated_url: str, mqtt_url: str, tmp_path: Path
+) -> None:
+    env = env_for(migrated_url, mqtt_url, retain_raw="forever")
+    out = cityvitals(["migrate"], env, tmp_path)
+    assert_one_line(out, "migrate", "CITYVITALS_RETAIN_RAW", "interval")
+
+
 def test_simulate_register_db_not_migrated(empty_url: str, mqtt_url: str, tmp_path: Path) -> None:
     out = cityvitals(
         ["simulate", "--register", "db", "--register-only", "--scale", "0.05"],

@@ -26,7 +26,7 @@ from cityvitals import logs
 from cityvitals.payloads import parse_message
 from cityvitals.reasons import Reason, Rejection
 from cityvitals.settings import LimitSettings
-from cityvitals.startup import database_error
+from cityvitals.startup import NOT_MIGRATED, StartupError, database_error
 from cityvitals.store import BatchWriter, limits_from
 from cityvitals.timeutil import utcnow
 
@@ -147,15 +147,16 @@ def replay_cli(*, reason: str | None, limit: int) -> int:
     A database that cannot be reached raises StartupError (the command's one line).
     """
     if reason is not None and reason not in {r.value for r in Reason}:
-        sys.stderr.write(
-            f"unknown reason {reason!r}; one of: {', '.join(r.value for r in Reason)}\n"
+        raise StartupError(
+            f"unknown reason {reason!r}", f"use one of: {', '.join(r.value for r in Reason)}"
         )
-        return 2
     settings = LimitSettings()
     # Logs go to stderr: stdout is the report.
     logs.configure(settings.log_level, settings.log_format)
     try:
         report = replay_sync(settings, reason=reason, limit=limit, now=utcnow())
+    except psycopg.errors.UndefinedTable:
+        raise NOT_MIGRATED from None
     except psycopg.OperationalError as err:
         raise database_error(err, settings.psycopg_dsn) from None
     sys.stdout.write(orjson.dumps(report.model_dump(), option=orjson.OPT_INDENT_2).decode() + "\n")

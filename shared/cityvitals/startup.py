@@ -176,3 +176,8 @@ class OneLineRepeats(logging.Filter):
             self._last.clear()
         self._last[line] = now
         return True
+
+
+NOT_MIGRATED = StartupError(
+    "the database is not migrated to this version", "run `cityvitals migrate` first"
+)

@@ -213,4 +213,4 @@ def test_replay_from_the_command_line_prints_its_report(
     assert json.loads(done.stdout) == {"replayed": 1, "stored": 1, "duplicate": 0, "rejected": {}}
     done = run([CITYVITALS, "dead-letters", "replay", "--reason", "nope"], check=False)
     assert done.returncode == 2
-    assert done.stderr.startswith("unknown reason 'nope'")
+    assert done.stderr.startswith("cityvitals dead-letters replay: error: unknown reason 'nope'")

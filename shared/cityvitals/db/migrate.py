@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import structlog
 from alembic import command
 from alembic.config import Config
@@ -82,6 +83,21 @@ def _choose_timescale(conn: Connection, mode: str) -> bool:
     return False
 
 
+def _check_intervals(settings: MigrateSettings) -> None:
+    """The TimescaleDB policy settings must be PostgreSQL intervals; the server says."""
+    with psycopg.connect(libpq_url(settings.database_url), connect_timeout=5) as conn:
+        for name in ("chunk_interval", "compress_after", "retain_raw", "retain_rollups"):
+            value = getattr(settings, name)
+            try:
+                conn.execute("SELECT %s::interval", (value,))
+            except psycopg.errors.DataError:
+                conn.rollback()
+                raise StartupError(
+                    f"CITYVITALS_{name.upper()}={value!r} is not a PostgreSQL interval",
+                    "use an interval such as '1 day' or '90 days'",
+                ) from None
+
+
 def run_migrations(settings: MigrateSettings, target: str = "head") -> MigrationResult:
     """Bring the database to the newest schema; safe to run again and concurrently.
 
@@ -91,6 +107,7 @@ def run_migrations(settings: MigrateSettings, target: str = "head") -> Migration
     reached or refuses the login, or when CITYVITALS_TIMESCALE cannot be honoured.
     """
     check_database(libpq_url(settings.database_url))
+    _check_intervals(settings)
     try:
         return _run_migrations(settings, target)
     except SAOperationalError as err:

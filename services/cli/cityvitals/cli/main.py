@@ -67,7 +67,7 @@ def rebuild() -> None:
 
     from cityvitals.rebuild import rebuild as run_rebuild
     from cityvitals.settings import MigrateSettings
-    from cityvitals.startup import database_error
+    from cityvitals.startup import NOT_MIGRATED, database_error
 
     with reported("rebuild"):
         settings = MigrateSettings()
@@ -75,6 +75,8 @@ def rebuild() -> None:
         try:
             with psycopg.connect(settings.psycopg_dsn, connect_timeout=5) as conn:
                 report = run_rebuild(conn, local_tz=settings.local_tz)
+        except psycopg.errors.UndefinedTable:
+            raise NOT_MIGRATED from None
         except psycopg.OperationalError as err:
             raise database_error(err, settings.psycopg_dsn) from None
     for table, n in report.rows.items():
