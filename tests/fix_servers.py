@@ -10,9 +10,11 @@ install prefix `CITYVITALS_TEST_MOSQUITTO_21` names (`.ci/run` sets it).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +36,16 @@ BROKERS = ("mosquitto-2.0", "mosquitto-2.1")
 MOSQUITTO_21_ENV = "CITYVITALS_TEST_MOSQUITTO_21"
 
 
-def _scratch_dir(prefix: str) -> Path:
+@contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A folder for a server's data, removed with everything in it afterwards."""
     # Under /tmp, which every user can traverse: PostgreSQL runs as `postgres` for root.
     path = Path(tempfile.mkdtemp(prefix=prefix))
     path.chmod(0o711)
-    return path
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass
@@ -105,15 +112,14 @@ def pg_admin() -> Iterator[PgAdmin]:
     if external:
         yield PgAdmin(external)
         return
-    server = PostgresServer(
-        data_dir=_scratch_dir("cityvitals-pg-") / "data", port=free_port(), durable=False
-    )
-    server.init()
-    server.start()
-    try:
-        yield PgAdmin(server.url_for("postgres"))
-    finally:
-        server.stop()
+    with scratch_dir("cityvitals-pg-") as folder:
+        server = PostgresServer(data_dir=folder / "data", port=free_port(), durable=False)
+        server.init()
+        server.start()
+        try:
+            yield PgAdmin(server.url_for("postgres"))
+        finally:
+            server.stop()
 
 
 def server_has_timescale(admin: PgAdmin) -> bool:
@@ -170,12 +176,13 @@ def mqtt_url() -> Iterator[str]:
     if external:
         yield external
         return
-    broker = MosquittoServer(work_dir=_scratch_dir("cityvitals-mqtt-"), port=free_port())
-    broker.start()
-    try:
-        yield broker.url
-    finally:
-        broker.stop()
+    with scratch_dir("cityvitals-mqtt-") as folder:
+        broker = MosquittoServer(work_dir=folder, port=free_port())
+        broker.start()
+        try:
+            yield broker.url
+        finally:
+            broker.stop()
 
 
 @pytest.fixture
@@ -191,15 +198,14 @@ def private_postgres() -> Iterator[PostgresServer]:
     It loads TimescaleDB when installed; `private_db` migrates it for the
     storage path under test.
     """
-    server = PostgresServer(
-        data_dir=_scratch_dir("cityvitals-pgp-") / "data", port=free_port(), durable=False
-    )
-    server.init()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    with scratch_dir("cityvitals-pgp-") as folder:
+        server = PostgresServer(data_dir=folder / "data", port=free_port(), durable=False)
+        server.init()
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 def mosquitto_21_home() -> Path | None:
@@ -225,16 +231,17 @@ def broker(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def private_mosquitto(broker: str) -> Iterator[MosquittoServer]:
     """A broker of a test's own, for tests that restart or kill it; on each Mosquitto."""
-    broker_server = MosquittoServer(
-        work_dir=_scratch_dir("cityvitals-mqp-"),
-        port=free_port(),
-        home=mosquitto_21_home() if broker == "mosquitto-2.1" else None,
-    )
-    broker_server.start()
-    try:
-        yield broker_server
-    finally:
-        broker_server.stop()
+    with scratch_dir("cityvitals-mqp-") as folder:
+        broker_server = MosquittoServer(
+            work_dir=folder,
+            port=free_port(),
+            home=mosquitto_21_home() if broker == "mosquitto-2.1" else None,
+        )
+        broker_server.start()
+        try:
+            yield broker_server
+        finally:
+            broker_server.stop()
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from cityvitals.cli.localstack import PostgresServer, free_port, timescale_insta
 from cityvitals.db.migrate import run_migrations
 from cityvitals.settings import MigrateSettings
 from cityvitals.startup import EXIT_STARTUP
-from tests.fix_servers import PgAdmin, _scratch_dir
+from tests.fix_servers import PgAdmin, scratch_dir
 from tests.fix_services import CITYVITALS, ServiceProcess, service_env, wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -137,27 +137,28 @@ def strict_postgres() -> Iterator[PostgresServer]:
     ask for a password, as a production server does. TimescaleDB, where installed, is
     installed and not preloaded here.
     """
-    server = PostgresServer(
-        data_dir=_scratch_dir("cityvitals-pgs-") / "data",
-        port=free_port(),
-        durable=False,
-        preload_timescale=False,
-    )
-    server.init()
-    server.start()
-    try:
-        with psycopg.connect(server.url_for("postgres"), autocommit=True) as conn:
-            conn.execute(f"ALTER ROLE {server.user} PASSWORD '{PASSWORD}'")
-            hba = server.data_dir / "pg_hba.conf"
-            hba.write_text(
-                "local all all trust\n"
-                "host all all 127.0.0.1/32 scram-sha-256\n"
-                "host all all ::1/128 scram-sha-256\n"
-            )
-            conn.execute("SELECT pg_reload_conf()")
-        yield server
-    finally:
-        server.stop()
+    with scratch_dir("cityvitals-pgs-") as folder:
+        server = PostgresServer(
+            data_dir=folder / "data",
+            port=free_port(),
+            durable=False,
+            preload_timescale=False,
+        )
+        server.init()
+        server.start()
+        try:
+            with psycopg.connect(server.url_for("postgres"), autocommit=True) as conn:
+                conn.execute(f"ALTER ROLE {server.user} PASSWORD '{PASSWORD}'")
+                hba = server.data_dir / "pg_hba.conf"
+                hba.write_text(
+                    "local all all trust\n"
+                    "host all all 127.0.0.1/32 scram-sha-256\n"
+                    "host all all ::1/128 scram-sha-256\n"
+                )
+                conn.execute("SELECT pg_reload_conf()")
+            yield server
+        finally:
+            server.stop()
 
 
 def strict_url(server: PostgresServer, database: str, password: str = PASSWORD) -> str:
