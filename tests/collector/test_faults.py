@@ -263,6 +263,18 @@ def _wait_all_stored(database_url: str, what: str, *collectors: CollectorProcess
         ) from None
 
 
+def _restart_broker_under_load(broker: MosquittoServer, database_url: str, prefix: str) -> None:
+    """Publish the load, restart the broker once some of it is stored, finish the load."""
+    pub = ResilientPublisher(broker.url)
+    sender = threading.Thread(target=pub.publish_all, args=(_load(prefix),))
+    sender.start()
+    wait_until(lambda: _stored(database_url) >= 2000, 60, "some readings stored")
+    broker.stop()
+    broker.start()
+    sender.join(timeout=240)
+    pub.close()
+
+
 def test_broker_restart_during_load_loses_nothing_with_the_default_configuration(
     collector_factory: Factory,
     private_mosquitto: MosquittoServer,
@@ -280,14 +292,7 @@ def test_broker_restart_during_load_loses_nothing_with_the_default_configuration
     c.start_and_wait()
     shared = c.metrics()["cityvitals_collector_shared_subscription"]
     assert shared == (1.0 if broker == "mosquitto-2.1" else 0.0)
-    pub = ResilientPublisher(url)
-    sender = threading.Thread(target=pub.publish_all, args=(_load(topic_prefix),))
-    sender.start()
-    wait_until(lambda: _stored(database_url) >= 2000, 60, "some readings stored")
-    private_mosquitto.stop()
-    private_mosquitto.start()
-    sender.join(timeout=240)
-    pub.close()
+    _restart_broker_under_load(private_mosquitto, database_url, topic_prefix)
     _wait_all_stored(database_url, f"{N} readings stored after the restart", c)
     m = c.metrics()
     assert m['cityvitals_collector_reconnects_total{target="mqtt"}'] >= 1
@@ -315,14 +320,7 @@ def test_two_collectors_sharing_lose_nothing_across_a_broker_restart(
     for c in cs:
         c.start_and_wait()
     assert all(c.metrics()["cityvitals_collector_shared_subscription"] == 1.0 for c in cs)
-    pub = ResilientPublisher(url)
-    sender = threading.Thread(target=pub.publish_all, args=(_load(topic_prefix),))
-    sender.start()
-    wait_until(lambda: _stored(database_url) >= 2000, 60, "some readings stored")
-    private_mosquitto.stop()
-    private_mosquitto.start()
-    sender.join(timeout=240)
-    pub.close()
+    _restart_broker_under_load(private_mosquitto, database_url, topic_prefix)
     _wait_all_stored(database_url, f"{N} readings stored by two collectors", *cs)
     ms = [c.metrics() for c in cs]
     assert all(m["cityvitals_collector_messages_received_total"] > 0 for m in ms)
