@@ -468,7 +468,9 @@ def test_the_pages_example_file_overrides_figure_and_entity_thresholds(tmp_path:
     assert catalogue["energy.load_kw"].entity_thresholds == Thresholds(
         "ge", attention=0.85, warning=1.0
     )
-    named = {"parking.occupancy_ratio", "waste.huts_full", "energy.load_kw"}
+    gas = catalogue["waste.gas_alarms"]
+    assert (gas.param("h2s_ppm"), gas.param("h2s_ppm_critical")) == (8.0, 12.0)
+    named = {"parking.occupancy_ratio", "waste.huts_full", "energy.load_kw", "waste.gas_alarms"}
     assert {k: v for k, v in catalogue.items() if k not in named} == {
         k: v for k, v in BY_ID.items() if k not in named
     }
@@ -634,3 +636,9 @@ def test_the_city_has_its_16_districts_once_each() -> None:
     assert len(ids) == 16
     assert len(set(ids)) == 16
     assert all(re.fullmatch(r"[a-z]+", i) for i in ids)
+
+
+def test_a_partial_site_load_override_keeps_the_other_default_bound(tmp_path: Path) -> None:
+    path = write(tmp_path / "t.json", {"energy.load_kw": {"entity": {"warning": 1.2}}})
+    load = with_overrides(path)["energy.load_kw"].entity_thresholds
+    assert load == Thresholds("ge", attention=0.9, warning=1.2)

@@ -390,6 +390,13 @@ GASES = ("h2s_ppm", "nh3_ppm", "ch4_pct_lel")
 # `energy.load_kw`'s per-entity thresholds (`entity` in a thresholds file).
 LOAD_ATTENTION_OF_CONTRACT = 0.9
 LOAD_WARNING_OF_CONTRACT = 1.0
+# Per-entity thresholds that are not in an entry because they are relative (a share of
+# each site's contract); a partial `entity` override starts from these.
+ENTITY_DEFAULTS = {
+    "energy.load_kw": Thresholds(
+        "ge", attention=LOAD_ATTENTION_OF_CONTRACT, warning=LOAD_WARNING_OF_CONTRACT
+    )
+}
 # Default report intervals (seconds) per kind; a device is online while its last
 # message is younger than ONLINE_FACTOR intervals.
 REPORT_INTERVAL_S = {"parking": 600, "waste": 300, "energy": 60}
@@ -474,7 +481,7 @@ def with_overrides(path: str | Path | None) -> dict[str, Indicator]:
         if spec:
             ind = replace(ind, thresholds=_bounds(ind_id, spec, ind.thresholds or Thresholds("ge")))
         if entity is not None:
-            base = ind.entity_thresholds or Thresholds("ge")
+            base = ind.entity_thresholds or ENTITY_DEFAULTS.get(ind_id) or Thresholds("ge")
             ind = replace(ind, entity_thresholds=_bounds(f"{ind_id}.entity", entity, base))
         result[ind_id] = ind
     return result
