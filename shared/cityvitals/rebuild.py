@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import psycopg
 
+from cityvitals.changes import log_everything
 from cityvitals.store import (
     _DAY_OF,
     _DELETE_WASTE_DAYS,
@@ -106,6 +107,8 @@ def rebuild(conn: psycopg.Connection, *, local_tz: str) -> RebuildReport:
         conn.execute("DELETE FROM seq_10m")
         rows["seq_10m"] = conn.execute(_SEQ).rowcount
         rows["device_state"] = conn.execute(_LAST_SEEN).rowcount
+        # Every device's state may differ now: the API reloads its city state.
+        log_everything(conn)
         conn.commit()
     except BaseException:
         conn.rollback()

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from cityvitals.api import queries
+from cityvitals.api.alerts import AlertBook
 from cityvitals.api.compute import (
     Config,
     EntityCheck,
@@ -25,6 +26,7 @@ from cityvitals.api.compute import (
     build_snapshot,
     entity_thresholds,
 )
+from cityvitals.api.fleet import Fleet, SyncResult
 from cityvitals.catalogue import CATALOGUE, DISTRICTS, Status, with_overrides
 from cityvitals.timeutil import local_day, local_midnight
 from tests.api.conftest import NOW, device, energy, parking, seen, waste
@@ -163,21 +165,49 @@ def _alert(db: psycopg.Connection, indicator: str, entity: str) -> None:
     )
 
 
-async def _both(url: str, cfg: Config) -> tuple[Snapshot, Snapshot]:
+def _day() -> dict[str, Any]:
     midnight = local_midnight(NOW, "Asia/Shanghai")
-    day: dict[str, Any] = {
+    return {
         "now": NOW,
         "day": local_day(NOW, "Asia/Shanghai"),
         "midnight": midnight,
         "next_midnight": local_midnight(midnight + timedelta(hours=26), "Asia/Shanghai"),
     }
+
+
+def _fleet_of(cfg: Config) -> Fleet:
+    occupancy = cfg.catalogue["parking.occupancy_ratio"].thresholds
+    return Fleet(entity_thresholds(cfg.catalogue), occupancy, now=NOW)
+
+
+async def _sync(url: str, fleet: Fleet) -> SyncResult:
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        return await fleet.sync(conn, **_day())
+
+
+async def _all(url: str, cfg: Config, grown: Fleet) -> dict[str, Snapshot]:
+    """The snapshot four ways: SQL sums, entity by entity, a city state loaded now, and
+    `grown`, a city state that was empty and has folded the changes since."""
+    day = _day()
+    loaded = _fleet_of(cfg)
     async with await psycopg.AsyncConnection.connect(url) as conn:
         slow = await queries.fetch_slow(conn, now=NOW, day=day["day"], midnight=day["midnight"])
         th = entity_thresholds(cfg.catalogue)
-        fast = await queries.fetch_fast([conn], **day, th=th)
+        occupancy = cfg.catalogue["parking.occupancy_ratio"].thresholds
+        fast = await queries.fetch_fast([conn], **day, th=th, occupancy=occupancy)
         rows = await queries.fetch_entities(conn, **day, district=None, th=th)
-    full = build_snapshot(rows, slow, cfg=cfg, now=NOW)
-    return build_fast_snapshot(fast, slow, cfg=cfg, now=NOW), full
+        assert (await loaded.sync(conn, **day)).reloaded
+        synced = await grown.sync(conn, **day)
+        assert not synced.reloaded
+        assert synced.devices > 0
+        active = await AlertBook().load_active(conn)
+        ingest = await queries.fetch_ingest(conn, NOW)
+    return {
+        "sql": build_fast_snapshot(fast, slow, cfg=cfg, now=NOW),
+        "full": build_snapshot(rows, slow, cfg=cfg, now=NOW),
+        "loaded": build_fast_snapshot(loaded.inputs(NOW, active, ingest), slow, cfg=cfg, now=NOW),
+        "grown": build_fast_snapshot(grown.inputs(NOW, active, ingest), slow, cfg=cfg, now=NOW),
+    }
 
 
 def _same(a: float | None, b: float | None) -> bool:
@@ -205,29 +235,40 @@ def test_fast_snapshot_equals_the_entity_by_entity_build(
         path = tmp_path / "thresholds.json"
         path.write_text(json.dumps(OVERRIDES), encoding="utf-8")
         cfg = Config(catalogue=with_overrides(path))
-    _fleet(db, random.Random(seed))
-    # Active alerts on entities now back to normal: the fast path must still read them.
-    active = {
-        ("energy.low_power_factor", "m0"),
-        ("waste.fire_risk", "w1"),
-        ("energy.load_kw", f"{PLACES[0]}/b0"),
-    }
-    for indicator, entity in active:
-        _alert(db, indicator, entity)
+    grown = _fleet_of(cfg)
     # On a thread of its own: a test run earlier in the session (the screen's browser)
     # may have left an event loop running on this one, where asyncio.run refuses.
     with ThreadPoolExecutor(1) as pool:
-        fast, full = pool.submit(asyncio.run, _both(database_url, cfg)).result()
+        # An empty city, loaded before any device exists; it folds what follows.
+        assert pool.submit(asyncio.run, _sync(database_url, grown)).result().devices == 0
+        _fleet(db, random.Random(seed))
+        # Active alerts on entities now back to normal: the fast path must still read them.
+        active = {
+            ("energy.low_power_factor", "m0"),
+            ("waste.fire_risk", "w1"),
+            ("energy.load_kw", f"{PLACES[0]}/b0"),
+            ("parking.occupancy_ratio", f"{PLACES[1]}/lot0"),
+        }
+        for indicator, entity in active:
+            _alert(db, indicator, entity)
+        snaps = pool.submit(asyncio.run, _all(database_url, cfg, grown)).result()
+    full = snaps["full"]
+    for way in ("sql", "loaded", "grown"):
+        _same_snapshot(snaps[way], full, active)
 
-    scopes = [(fast.city, full.city)] + [
-        (fast.districts[d], full.districts[d]) for d in full.districts
+
+def same_snapshot(mine: Snapshot, theirs: Snapshot, active: set[tuple[str, str]]) -> int:
+    """Assert two snapshots agree figure by figure and on every check alerts act on
+    (`active`: the entities with an active alert); how many figures had a value."""
+    scopes = [(mine.city, theirs.city)] + [
+        (mine.districts[d], theirs.districts[d]) for d in theirs.districts
     ]
     compared = 0
-    for mine, theirs in scopes:
-        assert mine.status == theirs.status, mine.id
-        for f, g in zip(mine.figures, theirs.figures, strict=True):
+    for a, b in scopes:
+        assert a.status == b.status, a.id
+        for f, g in zip(a.figures, b.figures, strict=True):
             assert f.id == g.id
-            where = f"{mine.id} {f.id}"
+            where = f"{a.id} {f.id}"
             assert _same(f.value, g.value), (where, f.value, g.value)
             assert f.status == g.status, where
             assert _same(f.coverage, g.coverage), where
@@ -237,10 +278,15 @@ def test_fast_snapshot_equals_the_entity_by_entity_build(
             for k in f.by or {}:
                 assert _same(f.by[k] if f.by else None, g.by[k] if g.by else None), where
             compared += f.value is not None
+    assert _worth(mine.checks, active) == _worth(theirs.checks, active)
+    return compared
+
+
+def _same_snapshot(fast: Snapshot, full: Snapshot, active: set[tuple[str, str]]) -> None:
+    compared = same_snapshot(fast, full, active)
     # The fleet reaches every domain: most figures have a value to compare.
     assert compared > 100
     worth = _worth(full.checks, active)
-    assert _worth(fast.checks, active) == worth
     # Every kind of per-entity check fires somewhere in this fleet.
     fired = {c[0] for c in worth}
     assert {

@@ -343,7 +343,11 @@ def test_upgrading_a_database_that_holds_data_keeps_every_row(
         assert (result.revision, result.storage) == (head_revision(), storage)
         with psycopg.connect(url, autocommit=True) as conn:
             after_relations = _relations(conn)
-            assert after_relations == {**before_relations, "collectors": "r"}
+            assert after_relations == {
+                **before_relations,
+                "collectors": "r",
+                "vitals_changes": "r",
+            }
             # The rows of 0002's tables, column by column, as they were.
             assert _contents(conn, columns) == before
             # Keys, defaults and identities still work on the upgraded tables.
@@ -364,5 +368,12 @@ def test_upgrading_a_database_that_holds_data_keeps_every_row(
                 "seen_at) VALUES ('c1', '$share/cityvitals/city/#', 'h', 1, now(), now())"
             )
             assert conn.execute("SELECT count(*) FROM collectors").fetchone() == (1,)
+            # 0004's log: its first row says "reload everything", and its triggers log
+            # what a statement on an upgraded table wrote.
+            assert conn.execute("SELECT devices FROM vitals_changes").fetchall() == [(None,)]
+            conn.execute("UPDATE device_state SET last_seen_at = now() WHERE device_id = 'p1'")
+            assert conn.execute(
+                "SELECT devices FROM vitals_changes ORDER BY id DESC LIMIT 1"
+            ).fetchone() == (["p1"],)
     finally:
         pg_admin.drop(name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import assert_never
 
 from sqlalchemy import (
+    DDL,
     BigInteger,
     Boolean,
     CheckConstraint,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Table,
     Text,
+    event,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP
@@ -301,3 +303,62 @@ collectors = Table(
     Column("stopped_at", TZ),
     Column("left_at", TZ),
 )
+
+# What each transaction that changed the vital signs' inputs changed: the devices its
+# statements wrote, or NULL for "anything may have changed" (a TRUNCATE, a rebuild, a
+# migration). Triggers on the tables the vital signs are computed from write it, so no
+# writer can forget (the collectors, the registry, a rebuild, an operator's own SQL).
+# The API folds the rows of transactions it has not seen yet (by `xid`, see
+# `cityvitals.changes`); rows older than its retention are deleted.
+vitals_changes = Table(
+    "vitals_changes",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column(
+        "xid",
+        BigInteger,
+        nullable=False,
+        server_default=text("(pg_current_xact_id())::text::bigint"),
+    ),
+    Column("at", TZ, nullable=False, server_default=text("now()")),
+    Column("devices", ARRAY(Text)),
+    Index("vitals_changes_xid_idx", "xid"),
+    Index("vitals_changes_at_idx", "at"),
+)
+
+# The tables whose rows make up a device's state in the vital signs.
+CHANGE_LOGGED = (
+    "devices",
+    "device_state",
+    "latest_parking",
+    "latest_waste",
+    "latest_energy",
+    "energy_daily",
+    "waste_daily",
+)
+CHANGE_LOG_DDL = (
+    "CREATE FUNCTION vitals_log_changes() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "INSERT INTO vitals_changes (devices) SELECT array_agg(device_id) FROM changed "
+    "HAVING count(*) > 0; RETURN NULL; END $$",
+    "CREATE FUNCTION vitals_log_dropoffs() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "INSERT INTO vitals_changes (devices) SELECT array_agg(device_id) FROM changed "
+    "WHERE type = 'off_hours_dropoff' HAVING count(*) > 0; RETURN NULL; END $$",
+    "CREATE FUNCTION vitals_log_everything() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "INSERT INTO vitals_changes (devices) VALUES (NULL); RETURN NULL; END $$",
+    *(
+        f"CREATE TRIGGER {table}_vitals_{event.lower()} AFTER {event} ON {table} "
+        f"REFERENCING {'OLD' if event == 'DELETE' else 'NEW'} TABLE AS changed "
+        "FOR EACH STATEMENT EXECUTE FUNCTION vitals_log_changes()"
+        for table in CHANGE_LOGGED
+        for event in ("INSERT", "UPDATE", "DELETE")
+    ),
+    *(
+        f"CREATE TRIGGER {table}_vitals_truncate AFTER TRUNCATE ON {table} "
+        "FOR EACH STATEMENT EXECUTE FUNCTION vitals_log_everything()"
+        for table in CHANGE_LOGGED
+    ),
+    "CREATE TRIGGER events_vitals_insert AFTER INSERT ON events "
+    "REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION vitals_log_dropoffs()",
+)
+for _statement in CHANGE_LOG_DDL:
+    event.listen(metadata, "after_create", DDL(_statement))

@@ -139,9 +139,9 @@ class Builder:
     """Builds one snapshot; one instance per computation.
 
     Two ways in: `add_lots/add_huts/add_meters` take every entity row by row and also
-    build the sites (a district's drill-down); `add_totals` takes sums per district
-    computed in SQL, and `add_flagged` only the entities past a threshold or with an
-    active alert (the per-second city snapshot, whatever the fleet size).
+    build the sites (a district's drill-down); `add_totals` takes sums per district and
+    kind, and `add_flagged` only the entities past a threshold or with an active alert
+    (the per-second city snapshot, whatever the fleet size: see `cityvitals.api.fleet`).
     """
 
     def __init__(self, cfg: Config, now: datetime, *, with_sites: bool = True) -> None:
@@ -261,14 +261,22 @@ class Builder:
                 acc.voltage_dev += t.voltage_dev
                 acc.key_registered += t.key_registered
                 acc.key_online += t.key_online
+                acc.occupied += t.occupied
+                acc.lots_near_full += t.lots_near_full
         for district, category, kg in deposited:
             for acc in self.scopes(district):
                 acc.deposited[category] = acc.deposited.get(category, 0.0) + kg
 
     def add_flagged(
-        self, huts: Iterable[HutRow], meters: Iterable[MeterRow], sites: Iterable[SiteLoadRow]
+        self,
+        lots: Iterable[LotRow],
+        huts: Iterable[HutRow],
+        meters: Iterable[MeterRow],
+        sites: Iterable[SiteLoadRow],
     ) -> None:
         """Checks of the reporting entities past a threshold or with an active alert."""
+        for lot in lots:
+            parking.lot_check(self, lot)
         for h in huts:
             waste.hut_checks(self, h)
             waste.fill_check(self, h, reporting=True)
@@ -341,9 +349,8 @@ def build_fast_snapshot(
     """Every indicator for the city and each district from sums and flagged entities;
     no sites (those are built per district on demand with `build_snapshot`)."""
     b = Builder(cfg, now, with_sites=False)
-    b.add_lots(fast.lots)
     b.add_totals(fast.totals, fast.deposited)
-    b.add_flagged(fast.huts, fast.meters, fast.site_loads)
+    b.add_flagged(fast.lots, fast.huts, fast.meters, fast.site_loads)
     return _finish(b, fast.unassigned, fast.ingest, slow)
 
 

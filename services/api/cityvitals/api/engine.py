@@ -2,29 +2,32 @@
 
 One task refreshes the snapshot at most every `snapshot_interval_s`, and the slower
 figures (24 h turnover, completeness, today's peak, the hourly rollup) every
-`slow_refresh_interval_s`. The city snapshot is built from sums the database computes
-per district plus the few entities past a threshold or with an active alert, so its
-cost in this process does not grow with the fleet. `/v1/vitals` never queries: it gets
-the pre-serialized document of the newest snapshot. A district's drill-down (its sites,
+`slow_refresh_interval_s`. The city snapshot is built from the city's state the API
+keeps in memory (`fleet.Fleet`): each refresh folds in only what changed since the
+previous one (the change log, and the devices whose online window ended), so its cost
+follows the changes, not the fleet. `/v1/vitals` never queries: it gets the
+pre-serialized document of the newest snapshot. A district's drill-down (its sites,
 row by row) is built on the first request after each refresh and then served from
 memory. When the database is away the last snapshot keeps being served, marked stale,
 and `/readyz` says 503.
 
-In the running service the database reads, the computation and the serialization run
-on a `Worker`: a thread with its own event loop and connection pool. Converting a few
-thousand rows takes tens of milliseconds of interpreter time; on the loop that answers
-the screens that would be tens of milliseconds of latency for every request arriving
-meanwhile, while on another thread it only shares the interpreter in 1 ms slices
-(`sys.setswitchinterval` in `main.run`).
+In the running service the database reads, the folding, the computation and the
+serialization run on a `Worker`: a thread with its own event loop and connection pool.
+Converting a few thousand rows takes tens of milliseconds of interpreter time; on the
+loop that answers the screens that would be tens of milliseconds of latency for every
+request arriving meanwhile, while on another thread it only shares the interpreter in
+1 ms slices (`sys.setswitchinterval` in `main.run`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -46,6 +49,7 @@ from cityvitals.api.compute import (
     entity_thresholds,
 )
 from cityvitals.api.documents import Served, district_doc, vitals_doc
+from cityvitals.api.fleet import Fleet, SyncResult
 from cityvitals.catalogue import Indicator
 from cityvitals.timeutil import local_day, local_midnight
 
@@ -145,6 +149,13 @@ class Engine:
         self.cfg = cfg
         self.catalogue: dict[str, Indicator] = dict(cfg.catalogue)
         self.entity_th = entity_thresholds(cfg.catalogue)
+        # The city's state in memory, folded from what changed at each refresh.
+        self.fleet = Fleet(
+            self.entity_th, cfg.catalogue["parking.occupancy_ratio"].thresholds, now=clock()
+        )
+        self.last_sync: SyncResult | None = None
+        # What the served snapshot was built from (minute, slow figures, ingest rows).
+        self._inputs_of: tuple[datetime, queries.SlowInputs, list[Any]] | None = None
         self.local_tz = local_tz
         self.clock = clock
         self.snapshot_interval_s = snapshot_interval_s
@@ -172,8 +183,6 @@ class Engine:
         self._sampled_minute: datetime | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.worker: Worker | None = None
-        # Connections one refresh reads on at once (`start_worker` raises it).
-        self.connections = 1
         self._publish(now)
 
     # -- serving -------------------------------------------------------------------
@@ -312,22 +321,42 @@ class Engine:
         """One snapshot with its alerts, samples and city document, ready to serve."""
         if pool is None:
             raise psycopg.OperationalError("no database pool")
-        async with contextlib.AsyncExitStack() as stack:
-            conns = [
-                await stack.enter_async_context(pool.connection(timeout=CONNECT_TIMEOUT_S))
-                for _ in range(self.connections)
-            ]
-            conn = conns[0]
+        async with pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
             day = self._day(now)
             slow_inputs = self.slow
             if slow or slow_inputs.day != day["day"]:
                 slow_inputs = await queries.fetch_slow(
                     conn, now=now, day=day["day"], midnight=day["midnight"]
                 )
-            fast = await queries.fetch_fast(conns, **day, th=self.entity_th)
-            snap = build_fast_snapshot(fast, slow_inputs, cfg=self.cfg, now=now)
-            await self.alerts.evaluate(conn, snap.checks, now)
+            synced = await self.fleet.sync(conn, **day)
+            if synced.reloaded:
+                # Millions of long-lived objects: out of the cyclic collector's sight,
+                # or each full collection would walk them all (a pause for the screens).
+                gc.freeze()
+                log.info("city state loaded", devices=synced.devices)
+            self.last_sync = synced
+            ingest = await queries.fetch_ingest(conn, now)
+            minute = now.replace(second=0, microsecond=0)
+            unchanged = self._inputs_of is not None and (
+                not synced.reloaded
+                and not synced.devices
+                and not synced.expired
+                and self._inputs_of[0] == minute
+                and self._inputs_of[1] is slow_inputs
+                and self._inputs_of[2] == ingest
+                and self.has_data
+            )
+            if unchanged:
+                # Nothing changed: the same figures and checks (the alerts have seen
+                # them), only newer. A quiet city costs this, whatever its size.
+                snap = replace(self.snapshot, computed_at=now)
+            else:
+                active = await self.alerts.load_active(conn)
+                fast = self.fleet.inputs(now, active, ingest)
+                snap = build_fast_snapshot(fast, slow_inputs, cfg=self.cfg, now=now)
+                await self.alerts.evaluate(conn, snap.checks, now)
             slow_inputs = await self._sample(conn, snap, now, slow_inputs)
+            self._inputs_of = (minute, slow_inputs, ingest)
         ready = Served.of(vitals_doc(snap, self.catalogue, now, degraded=False))
         ready.gzipped()
         return snap, slow_inputs, ready
@@ -379,14 +408,12 @@ class Engine:
             elapsed = time.monotonic() - started
             await asyncio.sleep(max(0.05, self.snapshot_interval_s - elapsed))
 
-    async def start_worker(self, make_pool: PoolFactory, *, connections: int = 1) -> None:
-        """Move the database work to a `Worker` with a pool from `make_pool`, reading a
-        refresh on `connections` connections at once (the pool needs one more for the
-        district drill-downs)."""
+    async def start_worker(self, make_pool: PoolFactory) -> None:
+        """Move the database work to a `Worker` with a pool from `make_pool` (two
+        connections: the refreshes, the district drill-downs)."""
         worker = Worker(make_pool)
         await worker.start()
         self.worker = worker
-        self.connections = connections
 
     def start(self) -> None:
         """Start the background refresh task."""

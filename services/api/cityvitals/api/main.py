@@ -39,8 +39,8 @@ STATIC_DIR = Path(__file__).parent / "static"
 # Every statement of the API is a bounded aggregate or a keyed lookup; one that runs
 # longer than this is a fault to report, not to wait for.
 STATEMENT_TIMEOUT_MS = 15000
-# A refresh's four parts (lots, energy, waste, sites) on this many connections at once:
-# at 200,000 devices each part takes 0.3-0.6 s of one backend, all four in a row 1.6 s.
+# The snapshot worker's connections: one for the refreshes (which read only what
+# changed), one for the district drill-downs.
 SNAPSHOT_CONNECTIONS = 2
 # Young-generation collections between two full ones (CPython's default is 10).
 GC_FULL_EVERY = 1000
@@ -212,14 +212,14 @@ def create_app(
         app.state.pool = pool
         if background:
             engine.rollup = _rollup_refresher(settings)
-            # A refresh reads on SNAPSHOT_CONNECTIONS at once; one more for the
-            # district drill-downs.
             await engine.start_worker(
-                lambda: make_pool("cityvitals-api-snapshot", SNAPSHOT_CONNECTIONS + 1),
-                connections=SNAPSHOT_CONNECTIONS,
+                lambda: make_pool("cityvitals-api-snapshot", SNAPSHOT_CONNECTIONS)
             )
+            # Shielded: a first load of a large city that takes longer goes on (and the
+            # background refreshes wait for it) instead of starting again from nothing.
+            first = asyncio.ensure_future(engine.refresh(slow=True))
             try:
-                await asyncio.wait_for(engine.refresh(slow=True), timeout=10)
+                await asyncio.wait_for(asyncio.shield(first), timeout=10)
             except TimeoutError:
                 log.warning("first snapshot took over 10 s; serving an empty one meanwhile")
             engine.start()

@@ -18,6 +18,7 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
+from cityvitals.api.indicators import parking
 from cityvitals.api.indicators.db import (
     DEVICES_CTE,
     ONLINE_SQL,
@@ -48,7 +49,10 @@ from cityvitals.api.indicators.waste import (
     HutRow,
     waste_params,
 )
+from cityvitals.catalogue import Thresholds
 from cityvitals.replay import REPLAY_COLLECTOR
+
+OCCUPANCY = "parking.occupancy_ratio"
 
 __all__ = [
     "ONLINE_SQL",
@@ -66,6 +70,7 @@ __all__ = [
     "base_params",
     "fetch_entities",
     "fetch_fast",
+    "fetch_ingest",
     "fetch_slow",
     "schema_facts",
 ]
@@ -86,10 +91,11 @@ class EntityInputs:
 
 @dataclass(frozen=True, slots=True)
 class FastInputs:
-    """Everything the per-second snapshot reads: sums per district, and row by row only
-    the entities past a threshold or with an active alert (whatever the fleet size,
-    a few hundred rows instead of one per device)."""
+    """Everything the per-second snapshot reads: sums per district and kind, and row by
+    row only the entities past a threshold or with an active alert (whatever the fleet
+    size, a few hundred rows instead of one per device)."""
 
+    # the lots past an occupancy bound or with an active alert
     lots: list[LotRow]
     totals: list[Totals]
     deposited: list[tuple[str | None, str, float]]
@@ -100,20 +106,25 @@ class FastInputs:
     ingest: list[IngestRow]
 
 
-async def _unassigned_and_ingest(
-    conn: AsyncConnection[Any], now: datetime
-) -> tuple[int, list[IngestRow]]:
+async def fetch_ingest(conn: AsyncConnection[Any], now: datetime) -> list[IngestRow]:
+    """The collectors' counters of the last ten minutes (replays left out)."""
     async with conn.cursor() as cur:
-        await cur.execute("SELECT count(*) FROM devices WHERE district IS NULL AND auto_registered")
-        unassigned_row = await cur.fetchone()
         first_minute = now.replace(second=0, microsecond=0) - timedelta(minutes=9)
         await cur.execute(
             "SELECT minute, received, rejected, lag_counts FROM ingest_minutely "
             "WHERE minute >= %s AND minute <= %s AND collector <> %s",
             (first_minute, now, REPLAY_COLLECTOR),
         )
-        ingest = [IngestRow(*row) for row in await cur.fetchall()]
-    return (int(unassigned_row[0]) if unassigned_row else 0), ingest
+        return [IngestRow(*row) for row in await cur.fetchall()]
+
+
+async def _unassigned_and_ingest(
+    conn: AsyncConnection[Any], now: datetime
+) -> tuple[int, list[IngestRow]]:
+    async with conn.cursor() as cur:
+        await cur.execute("SELECT count(*) FROM devices WHERE district IS NULL AND auto_registered")
+        unassigned_row = await cur.fetchone()
+    return (int(unassigned_row[0]) if unassigned_row else 0), await fetch_ingest(conn, now)
 
 
 def _day_params(
@@ -123,12 +134,21 @@ def _day_params(
 
 
 async def _fast_lots(conn: AsyncConnection[Any], p: dict[str, Any], out: dict[str, Any]) -> None:
-    out["lots"] = await fetch_rows(
+    th: EntityThresholds = p["th"]
+    lots: list[LotRow] = await fetch_rows(
         conn,
         LotRow,
         LOTS_SQL.format(dev=DEVICES_CTE, only=sql.SQL("")),
-        lot_params(p["params"], p["th"]),
+        lot_params(p["params"], th),
     )
+    async with conn.cursor() as cur:
+        await cur.execute(
+            "SELECT entity FROM alerts WHERE state = 'active' AND indicator = %s",
+            (OCCUPANCY,),
+        )
+        alerted = {str(r[0]) for r in await cur.fetchall()}
+    out["parking_totals"] = parking.district_totals(lots, th)
+    out["lots"] = [r for r in lots if parking.flagged(r, p["occupancy"], alerted)]
 
 
 async def _fast_waste(conn: AsyncConnection[Any], p: dict[str, Any], out: dict[str, Any]) -> None:
@@ -168,7 +188,10 @@ async def _fast_waste(conn: AsyncConnection[Any], p: dict[str, Any], out: dict[s
         ]
     )
     out["huts"] = await fetch_rows(
-        conn, HutRow, HUTS_SQL.format(dev=DEVICES_CTE, only=ONLY_FLAGGED.format(hut_flags)), wp
+        conn,
+        HutRow,
+        HUTS_SQL.format(dev=DEVICES_CTE, ids=sql.SQL(""), only=ONLY_FLAGGED.format(hut_flags)),
+        wp,
     )
 
 
@@ -227,14 +250,18 @@ async def fetch_fast(
     midnight: datetime,
     next_midnight: datetime,
     th: EntityThresholds,
+    occupancy: Thresholds | None,
 ) -> FastInputs:
-    """Read what one snapshot needs: sums in SQL, rows only for entities worth a check.
+    """Read what one snapshot needs from scratch: sums in SQL, rows only for entities
+    worth a check (`occupancy`: the lots' thresholds in force). The running API keeps
+    the same inputs in memory instead (`cityvitals.api.fleet`); this is the definition
+    its tests hold it to.
 
     The parts run concurrently, dealt round-robin to the connections given, so that a
     refresh over a large fleet takes the time of its largest part, not of all of them.
     """
     params = _day_params(now, day, midnight, next_midnight)
-    p: dict[str, Any] = params | {"params": params, "th": th}
+    p: dict[str, Any] = params | {"params": params, "th": th, "occupancy": occupancy}
     out: dict[str, Any] = {}
 
     async def run(conn: AsyncConnection[Any], parts: Sequence[Any]) -> None:
@@ -245,7 +272,7 @@ async def fetch_fast(
     await asyncio.gather(*(run(conns[i], _FAST_PARTS[i::n]) for i in range(n)))
     return FastInputs(
         lots=out["lots"],
-        totals=out["waste_totals"] + out["energy_totals"],
+        totals=out["parking_totals"] + out["waste_totals"] + out["energy_totals"],
         deposited=out["deposited"],
         huts=out["huts"],
         meters=out["meters"],
@@ -272,7 +299,10 @@ async def fetch_entities(
         conn, LotRow, LOTS_SQL.format(dev=DEVICES_CTE, only=only), lot_params(params, th)
     )
     huts = await fetch_rows(
-        conn, HutRow, HUTS_SQL.format(dev=DEVICES_CTE, only=only), waste_params(params, th)
+        conn,
+        HutRow,
+        HUTS_SQL.format(dev=DEVICES_CTE, ids=sql.SQL(""), only=only),
+        waste_params(params, th),
     )
     meters = await fetch_rows(conn, MeterRow, METERS_SQL.format(dev=DEVICES_CTE, only=only), params)
     if district is not None:

@@ -25,6 +25,8 @@ from typing import Literal
 
 import psycopg
 
+from cityvitals.changes import prune
+
 SYS_VERSION = "$SYS/broker/version"
 _MOSQUITTO_VERSION = re.compile(r"mosquitto version (\d+)\.(\d+)(?:\.(\d+))?")
 # Mosquitto 2.1 is the first that restores shared subscriptions (with persist-sqlite).
@@ -111,6 +113,8 @@ class Membership:
             "THEN now() ELSE c.started_at END, stopped_at = NULL, left_at = NULL",
             (self.client_id, subscription, socket.gethostname(), os.getpid()),
         )
+        # The change log's old rows go with the heartbeat, API or not (indexed by `at`).
+        prune(conn)
 
     def may_leave(self, conn: psycopg.Connection) -> bool:
         """Whether another member is alive; if so, mark this one as leaving (commits)."""

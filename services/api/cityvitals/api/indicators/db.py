@@ -106,7 +106,8 @@ async def fetch_rows(
 
 @dataclass(frozen=True, slots=True)
 class Totals:
-    """Sums over the waste huts or the energy meters of one district (None: no district).
+    """Sums over the parking sensors, the waste huts or the energy meters of one district
+    (None: no district).
 
     The counts follow the per-entity rules of `compute.Builder` exactly; a reporting
     device is an online one with a latest reading.
@@ -134,6 +135,8 @@ class Totals:
     voltage_dev: int
     key_registered: int
     key_online: int
+    occupied: int
+    lots_near_full: int
 
 
 @dataclass(frozen=True, slots=True)

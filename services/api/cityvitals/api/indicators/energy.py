@@ -88,7 +88,8 @@ ENERGY_TOTALS_SQL = sql.SQL(
     "count(*) FILTER (WHERE rep AND NOT (voltage_v BETWEEN %(v_low)s::float8 "
     "AND %(v_high)s::float8)) AS voltage_dev, "
     "count(*) FILTER (WHERE key_consumer) AS key_registered, "
-    "count(*) FILTER (WHERE key_consumer AND online) AS key_online "
+    "count(*) FILTER (WHERE key_consumer AND online) AS key_online, "
+    "0 AS occupied, 0 AS lots_near_full "
     "FROM m GROUP BY district"
 )
 

@@ -50,13 +50,15 @@ class HutRow:
     deposited_kg: dict[str, float]
 
 
+# `{ids}`: nothing, or a filter of the drop-offs and deposits on `%(ids)s` (a few
+# devices read by key, without aggregating every hut's day).
 HUTS_SQL = sql.SQL(
     "WITH {dev}, "
     "dropoffs AS (SELECT device_id, count(*) AS n FROM events "
-    "WHERE type = 'off_hours_dropoff' AND ts >= %(midnight)s AND ts < %(next_midnight)s "
+    "WHERE type = 'off_hours_dropoff' AND ts >= %(midnight)s AND ts < %(next_midnight)s {ids} "
     "GROUP BY device_id), "
     "deposited AS (SELECT device_id, jsonb_object_agg(category, deposited_kg) AS kg "
-    "FROM waste_daily WHERE day = %(day)s GROUP BY device_id) "
+    "FROM waste_daily WHERE day = %(day)s {ids} GROUP BY device_id) "
     "SELECT dev.device_id, dev.district, dev.site, dev.name, dev.iv, dev.online, l.ts, "
     "coalesce(jsonb_array_length(l.bins), 0) AS n_bins, l.fill_mean, l.fill_max, "
     "l.h2s_ppm, l.nh3_ppm, l.ch4_pct_lel, l.temp_c, l.seepage, "
@@ -93,7 +95,8 @@ WASTE_TOTALS_SQL = sql.SQL(
     "count(*) FILTER (WHERE rep AND seepage) AS seepage, "
     "coalesce(sum(n_drop) FILTER (WHERE rep), 0)::bigint AS dropoffs, "
     "0.0::float8 AS load_kw, 0.0::float8 AS adjustable_kw, 0.0::float8 AS consumption_kwh, "
-    "0 AS low_pf, 0 AS voltage_dev, 0 AS key_registered, 0 AS key_online "
+    "0 AS low_pf, 0 AS voltage_dev, 0 AS key_registered, 0 AS key_online, "
+    "0 AS occupied, 0 AS lots_near_full "
     "FROM h GROUP BY district"
 )
 

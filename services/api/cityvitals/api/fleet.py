@@ -1,0 +1,750 @@
+"""The city's state in memory, changed by what changes: the per-second snapshot's inputs.
+
+`Fleet` holds every registered device's latest state and, per district and kind, the
+sums the snapshot is built from (what `queries.fetch_fast` computes from scratch in
+SQL), plus the lots, huts, meters and energy sites past a threshold. A refresh
+(`sync`) reads only what changed since the previous one:
+
+- the rows of `vitals_changes` (see `cityvitals.changes`) of the transactions it has
+  not seen yet, then the current state of just the devices they name, by key. Each
+  such device's old contribution is taken out of its sums and its new one put in;
+- the devices whose online window ended since the last refresh (a device going quiet
+  changes the figures without any message): each counted device waits in a bucket of
+  the second its window ends, so passing time costs the devices it turns offline.
+
+A refresh therefore costs O(districts + devices that changed), not O(fleet): a quiet
+city reads one empty index range per second. Two collectors never meet here (each
+batch appends its own log row), and the API — which alone knows the thresholds in
+force (`THRESHOLDS_FILE`) — turns states into counts, so a deployment's thresholds
+move the counts and the statuses together, exactly as in the SQL definition.
+
+Everything is reloaded from scratch when the log cannot be trusted to be complete:
+at the first refresh, when a row says "anything may have changed" (a rebuild, a
+migration), when a change names more devices than a reload reads, when the last
+successful refresh is older than half the log's retention, and at local midnight
+(the "since midnight" figures start again). A sum of floats is kept by adding and
+subtracting; it is recomputed from the devices at each reload, and the counts that
+decide whether a figure has a value are integers, so drift never shows.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+
+from cityvitals.api.alerts import ActiveAlert
+from cityvitals.api.indicators.db import (
+    DEVICES_CTE,
+    INTERVAL_SQL,
+    EntityThresholds,
+    Totals,
+    base_params,
+    fetch_rows,
+)
+from cityvitals.api.indicators.devices import IngestRow
+from cityvitals.api.indicators.energy import METERS_SQL, MeterRow, SiteLoadRow
+from cityvitals.api.indicators.parking import LotRow, parking_totals
+from cityvitals.api.indicators.waste import HUTS_SQL, HutRow, waste_params
+from cityvitals.api.queries import FastInputs
+from cityvitals.catalogue import ONLINE_FACTOR, Thresholds
+from cityvitals.changes import CHANGES_RETENTION
+
+US = 1_000_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The online window of a device never heard, or offline by its last will.
+NEVER = -1
+# Devices read per statement when folding changes (an `= ANY(array)` by key).
+CHUNK = 20_000
+# A change naming more devices than this share of the fleet reloads everything (a
+# reload reads a page of devices for about what a keyed read of two thirds of them costs).
+RELOAD_SHARE = 0.6
+
+HUT_ALERTS = (
+    "waste.huts_full",
+    "waste.gas_alarms",
+    "waste.fire_risk",
+    "waste.seepage",
+    "waste.fill_pct_mean",
+)
+METER_ALERTS = ("energy.low_power_factor", "energy.voltage_deviation")
+SITE_ALERT = "energy.load_kw"
+LOT_ALERT = "parking.occupancy_ratio"
+
+_READ_CHANGES = (
+    "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, "
+    "coalesce(bool_or(devices IS NULL), false), "
+    "coalesce(array_agg(DISTINCT d) FILTER (WHERE d IS NOT NULL), '{}') "
+    "FROM vitals_changes LEFT JOIN LATERAL unnest(devices) d ON true WHERE xid >= %s"
+)
+_XMIN = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+_DEVICES = sql.SQL(
+    "SELECT d.device_id, d.kind, d.district, d.site, {interval} AS iv, d.auto_registered, "
+    "d.key_consumer, d.contract_kw, s.last_seen_at, s.status_online, s.status_at "
+    "FROM devices d LEFT JOIN device_state s ON s.device_id = d.device_id {where}"
+)
+_PARKING = sql.SQL(
+    "SELECT device_id, ts, occupied, coalesce(battery_v < %(low)s::float8, false) "
+    "FROM latest_parking {where}"
+)
+_PAGE = "SELECT device_id FROM devices WHERE device_id > %s ORDER BY device_id LIMIT %s"
+_BY_ID = sql.SQL("WHERE d.device_id = ANY(%(ids)s)")
+_BY_ID_PLAIN = sql.SQL("WHERE device_id = ANY(%(ids)s)")
+_HUTS_BY_ID = sql.SQL("AND dev.device_id = ANY(%(ids)s)")
+_IDS = sql.SQL("AND device_id = ANY(%(ids)s)")
+
+
+async def _one(conn: AsyncConnection[Any], query: str, params: tuple[Any, ...]) -> tuple[Any, ...]:
+    cur = await conn.execute(query, params)
+    row = await cur.fetchone()
+    if row is None:
+        raise RuntimeError(f"no row from {query!r}")
+    return tuple(row)
+
+
+def micros(t: datetime) -> int:
+    """An instant as integer microseconds since the epoch (exact, as PostgreSQL's)."""
+    return (t - EPOCH) // timedelta(microseconds=1)
+
+
+def beyond(value: float | None, th: Thresholds | None) -> bool:
+    """`value` past the lowest bound of `th`: the SQL definition's `db.beyond`."""
+    if th is None or value is None:
+        return False
+    bounds = [b for b in (th.attention, th.warning, th.critical) if b is not None]
+    if not bounds:
+        return False
+    if th.direction == "lt":
+        return value < max(bounds)
+    return value >= min(bounds)
+
+
+class Dev:
+    """One registered device as the snapshot counts it."""
+
+    __slots__ = (
+        "auto",
+        "contract",
+        "counted",
+        "district",
+        "expiry",
+        "id",
+        "iv",
+        "key",
+        "kind",
+        "row",
+        "site",
+        "ts",
+    )
+
+    def __init__(
+        self,
+        device_id: str,
+        kind: str,
+        district: str | None,
+        site: str | None,
+        iv: int,
+        auto: bool,
+        key: bool,
+        contract: float | None,
+    ) -> None:
+        self.id = device_id
+        self.kind = kind
+        self.district = district
+        self.site = site
+        self.iv = iv
+        self.auto = auto
+        self.key = key
+        self.contract = contract
+        # Online until this instant (microseconds; NEVER when not by time).
+        self.expiry = NEVER
+        # Whether the sums count it as online right now.
+        self.counted = False
+        # The latest reading's time, and its values: (occupied, low battery) for a
+        # parking sensor, the `HutRow` or `MeterRow` for a hut or a meter.
+        self.ts: datetime | None = None
+        self.row: Any = None
+
+
+@dataclass(slots=True)
+class Sums:
+    """The running sums of one district (None: no district) and kind."""
+
+    registered: int = 0
+    online: int = 0
+    reporting: int = 0
+    low_battery: int = 0
+    occupied: int = 0
+    lots_near_full: int = 0
+    bins: int = 0
+    fill_sum: float = 0.0
+    huts_full: int = 0
+    gas_alarms: int = 0
+    fire_risk: int = 0
+    seepage: int = 0
+    dropoffs: int = 0
+    load_kw: float = 0.0
+    adjustable_kw: float = 0.0
+    consumption_kwh: float = 0.0
+    low_pf: int = 0
+    voltage_dev: int = 0
+    key_registered: int = 0
+    key_online: int = 0
+    ivs: Counter[int] = field(default_factory=Counter)
+    newest: datetime | None = None
+    # The newest reading left the sums: `newest` is found again from the members.
+    stale_newest: bool = False
+    # an ordered set: a device leaves it in O(1)
+    members: dict[Dev, None] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Group:
+    """A parking lot or an energy site: the sums its own check needs."""
+
+    district: str | None
+    site: str
+    registered: int = 0
+    online: int = 0
+    reporting: int = 0
+    occupied: int = 0
+    low_battery: int = 0
+    load_kw: float = 0.0
+    loads: int = 0
+    contract_kw: float = 0.0
+    contracts: int = 0
+    ivs: Counter[int] = field(default_factory=Counter)
+    members: list[Dev] = field(default_factory=list)
+    near_full: bool = False
+
+    def newest(self) -> datetime | None:
+        """The newest reading of its online members."""
+        times = [d.ts for d in self.members if d.counted and d.ts is not None]
+        return max(times) if times else None
+
+    def lot_row(self) -> LotRow:
+        """The lot as `LOTS_SQL` gives it."""
+        return LotRow(
+            district=self.district,
+            site=self.site,
+            registered=self.registered,
+            online=self.online,
+            reporting=self.reporting,
+            occupied=self.occupied,
+            low_battery=self.low_battery,
+            newest=self.newest(),
+            max_iv=max(self.ivs) if self.ivs else 0,
+        )
+
+    def load_row(self) -> SiteLoadRow | None:
+        """The energy site as `SITE_LOADS_SQL` gives it (None: no load or contract)."""
+        contract = self.contract_kw if self.contracts and self.contract_kw != 0 else None
+        if not self.loads or contract is None:
+            return None
+        return SiteLoadRow(self.district, self.site, self.load_kw, contract, self.newest())
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    """What one refresh read."""
+
+    reloaded: bool
+    devices: int
+    expired: int
+
+
+class Fleet:
+    """Every registered device, and the sums of the per-second snapshot, in memory."""
+
+    def __init__(
+        self, th: EntityThresholds, occupancy: Thresholds | None, *, now: datetime
+    ) -> None:
+        self.th = th
+        self.occupancy = occupancy
+        self._gas = (
+            th.gas_warning["h2s_ppm"],
+            th.gas_warning["nh3_ppm"],
+            th.gas_warning["ch4_pct_lel"],
+        )
+        self.day: date | None = None
+        self.xmin: int | None = None
+        self.synced_mono = 0.0
+        self._reset(micros(now))
+
+    def _reset(self, now_us: int) -> None:
+        self.devices: dict[str, Dev] = {}
+        self.sums: dict[tuple[str | None, str], Sums] = {}
+        self.lots: dict[tuple[str | None, str], Group] = {}
+        self.sites: dict[tuple[str | None, str], Group] = {}
+        # entity -> lot or site key, for the active alerts
+        self.lot_entities: dict[str, tuple[str | None, str]] = {}
+        self.site_entities: dict[str, tuple[str | None, str]] = {}
+        self.deposited: dict[tuple[str | None, str], list[float]] = {}
+        self.unassigned = 0
+        # Flagged by their values (whether online or not: checked when served).
+        self.beyond_lots: set[tuple[str | None, str]] = set()
+        self.beyond_huts: set[str] = set()
+        self.beyond_meters: set[str] = set()
+        self.beyond_sites: set[tuple[str | None, str]] = set()
+        # second -> devices counted online whose window may end in it
+        self._ending: dict[int, list[Dev]] = {}
+        self._seconds: list[int] = []
+        self.swept_us = now_us
+
+    # -- reading -------------------------------------------------------------------
+
+    async def sync(
+        self,
+        conn: AsyncConnection[Any],
+        *,
+        now: datetime,
+        day: date,
+        midnight: datetime,
+        next_midnight: datetime,
+    ) -> SyncResult:
+        """Fold what changed since the last call (or load everything); then sweep."""
+        params = base_params(now) | {
+            "day": day,
+            "midnight": midnight,
+            "next_midnight": next_midnight,
+        }
+        now_us = micros(now)
+        stale = time.monotonic() - self.synced_mono > CHANGES_RETENTION.total_seconds() / 2
+        # The log and the xmin in one statement (one snapshot); the devices' states
+        # after it may already be newer, which is harmless: whatever committed after
+        # that snapshot has an xid at or above its xmin, and is read again next time.
+        reload = self.xmin is None or self.day != day or stale
+        ids: list[str] = []
+        if not reload:
+            xmin, everything, ids = await _one(conn, _READ_CHANGES, (self.xmin,))
+            reload = everything or len(ids) > max(CHUNK, RELOAD_SHARE * len(self.devices))
+        if reload:
+            (xmin,) = await _one(conn, _XMIN, ())
+            self._reset(now_us)
+            n = await self._load(conn, params, now_us)
+        else:
+            n = 0
+            for i in range(0, len(ids), CHUNK):
+                n += await self._read(conn, params, ids[i : i + CHUNK], now_us)
+        self.xmin = xmin
+        self.day = day
+        self.synced_mono = time.monotonic()
+        expired = self.sweep(now)
+        return SyncResult(reloaded=reload, devices=n, expired=expired)
+
+    async def _load(self, conn: AsyncConnection[Any], params: dict[str, Any], now_us: int) -> int:
+        """Read every device, a page of keys at a time (bounded memory at any size)."""
+        n, last = 0, ""
+        while True:
+            cur = await conn.execute(_PAGE, (last, CHUNK))
+            ids = [r[0] for r in await cur.fetchall()]
+            if not ids:
+                return n
+            n += await self._read(conn, params, ids, now_us)
+            last = ids[-1]
+
+    async def _read(
+        self,
+        conn: AsyncConnection[Any],
+        params: dict[str, Any],
+        ids: list[str],
+        now_us: int,
+    ) -> int:
+        """Read the current state of the devices `ids` and fold it in."""
+        p = params | {"ids": ids}
+        cur = await conn.execute(_DEVICES.format(interval=INTERVAL_SQL, where=_BY_ID), p)
+        registry = await cur.fetchall()
+        cur = await conn.execute(
+            _PARKING.format(where=_BY_ID_PLAIN), p | {"low": self.th.low_battery_v.get("parking")}
+        )
+        parking = {r[0]: (r[1], (bool(r[2]), bool(r[3]))) for r in await cur.fetchall()}
+        huts: list[HutRow] = await fetch_rows(
+            conn,
+            HutRow,
+            HUTS_SQL.format(dev=DEVICES_CTE, only=_HUTS_BY_ID, ids=_IDS),
+            waste_params(p, self.th),
+        )
+        meters: list[MeterRow] = await fetch_rows(
+            conn, MeterRow, METERS_SQL.format(dev=DEVICES_CTE, only=_HUTS_BY_ID), p
+        )
+        values: dict[str, tuple[datetime | None, Any]] = parking
+        for h in huts:
+            values[h.device_id] = (h.ts, h)
+        for m in meters:
+            values[m.device_id] = (m.ts, m)
+        present = set()
+        for reg in registry:
+            device_id = reg[0]
+            present.add(device_id)
+            ts, row = values.get(device_id, (None, None))
+            self._update(reg, ts, row, now_us)
+        for device_id in ids:
+            if device_id not in present and device_id in self.devices:
+                self._remove(self.devices[device_id])
+        return len(registry)
+
+    # -- folding -------------------------------------------------------------------
+
+    def _update(self, reg: Sequence[Any], ts: datetime | None, row: Any, now_us: int) -> None:
+        device_id, kind, district, site, iv, auto, key, contract, seen, up, status_at = reg
+        d = self.devices.get(device_id)
+        moved = d is None or (d.kind, d.district, d.site, d.iv, d.auto, d.key, d.contract) != (
+            kind,
+            district,
+            site,
+            iv,
+            auto,
+            bool(key),
+            contract,
+        )
+        if d is not None and moved:
+            self._remove(d)
+            d = None
+        if d is None:
+            d = Dev(device_id, kind, district, site, int(iv), bool(auto), bool(key), contract)
+            self._register(d, +1)
+        else:
+            self._count(d, -1)
+        d.expiry = NEVER
+        if seen is not None and not (up is False and status_at is not None and status_at >= seen):
+            d.expiry = micros(seen) + int(ONLINE_FACTOR * d.iv) * US
+        d.counted = now_us < d.expiry
+        d.ts = ts
+        d.row = row
+        self._count(d, +1)
+
+    def _remove(self, d: Dev) -> None:
+        self._count(d, -1)
+        self._register(d, -1)
+        # Inert where it still waits in a bucket of `_ending`.
+        d.counted = False
+        d.expiry = NEVER
+
+    def _register(self, d: Dev, sign: int) -> None:
+        """A device entering (+1) or leaving (-1) the registry's counts."""
+        s = self._sums(d.district, d.kind)
+        s.registered += sign
+        s.ivs[d.iv] += sign
+        if not s.ivs[d.iv]:
+            del s.ivs[d.iv]
+        if d.auto and d.district is None:
+            self.unassigned += sign
+        if sign > 0:
+            self.devices[d.id] = d
+            s.members[d] = None
+        else:
+            del self.devices[d.id]
+            del s.members[d]
+        group = self._group(d)
+        if group is not None:
+            group.registered += sign
+            group.ivs[d.iv] += sign
+            if not group.ivs[d.iv]:
+                del group.ivs[d.iv]
+            if sign > 0:
+                group.members.append(d)
+            else:
+                group.members.remove(d)
+            if d.kind == "energy" and d.contract is not None and d.contract != 0:
+                group.contract_kw += sign * d.contract
+                group.contracts += sign
+            self._regroup(group)
+        if d.kind == "energy":
+            s.key_registered += sign * d.key
+
+    def _sums(self, district: str | None, kind: str) -> Sums:
+        s = self.sums.get((district, kind))
+        if s is None:
+            s = self.sums[(district, kind)] = Sums()
+        return s
+
+    def _group(self, d: Dev) -> Group | None:
+        """The lot of a parking sensor, the site of a meter (None for the rest)."""
+        if d.kind == "parking":
+            if d.site is None:
+                return None
+            key = (d.district, d.site)
+            g = self.lots.get(key)
+            if g is None:
+                g = self.lots[key] = Group(d.district, d.site)
+                self.lot_entities[f"{d.district or 'unassigned'}/{d.site}"] = key
+            return g
+        if d.kind == "energy":
+            key = (d.district, d.site or d.id)
+            g = self.sites.get(key)
+            if g is None:
+                g = self.sites[key] = Group(d.district, key[1])
+                self.site_entities[f"{d.district or 'unassigned'}/{key[1]}"] = key
+            return g
+        return None
+
+    def _count(self, d: Dev, sign: int) -> None:
+        """A device's current state entering (+1) or leaving (-1) the sums."""
+        on = d.counted
+        rep = on and d.ts is not None
+        s = self._sums(d.district, d.kind)
+        s.online += sign * on
+        s.reporting += sign * rep
+        if rep and d.ts is not None:
+            if sign > 0:
+                if s.newest is None or d.ts > s.newest:
+                    s.newest = d.ts
+            elif s.newest is not None and d.ts >= s.newest:
+                s.stale_newest = True
+        if on and sign > 0:
+            second = d.expiry // US
+            bucket = self._ending.get(second)
+            if bucket is None:
+                bucket = self._ending[second] = []
+                heapq.heappush(self._seconds, second)
+            bucket.append(d)
+        group = self._group(d)
+        if d.kind == "parking":
+            occupied = on and d.row is not None and d.row[0]
+            low = on and d.row is not None and d.row[1]
+            s.occupied += sign * occupied
+            s.low_battery += sign * low
+            if group is not None:
+                group.online += sign * on
+                group.reporting += sign * rep
+                group.occupied += sign * occupied
+                group.low_battery += sign * low
+                self._regroup(group)
+        elif d.kind == "waste":
+            self._count_hut(d, s, sign, on, rep)
+        elif d.kind == "energy":
+            self._count_meter(d, s, group, sign, on, rep)
+
+    def _count_hut(self, d: Dev, s: Sums, sign: int, on: bool, rep: bool) -> None:
+        h: HutRow | None = d.row
+        if h is None:
+            self.beyond_huts.discard(d.id)
+            return
+        th = self.th
+        gas = any(
+            v is not None and v >= limit
+            for v, limit in zip((h.h2s_ppm, h.nh3_ppm, h.ch4_pct_lel), self._gas, strict=True)
+        )
+        full = beyond(h.fill_max, th.full)
+        fire = beyond(h.temp_c, th.fire)
+        if rep:
+            s.low_battery += sign * h.low_battery
+            s.bins += sign * h.n_bins
+            s.fill_sum += sign * (h.fill_mean or 0.0) * h.n_bins
+            s.huts_full += sign * full
+            s.gas_alarms += sign * gas
+            s.fire_risk += sign * fire
+            s.seepage += sign * bool(h.seepage)
+            s.dropoffs += sign * h.dropoffs_today
+        if rep:
+            for category, kg in h.deposited_kg.items():
+                acc = self.deposited.setdefault((d.district, category), [0.0, 0])
+                acc[0] += sign * float(kg)
+                acc[1] += sign
+        flagged = (
+            full
+            or fire
+            or bool(h.seepage)
+            or gas
+            or (h.n_bins > 0 and beyond(h.fill_mean, th.fill))
+        )
+        if flagged and sign > 0:
+            self.beyond_huts.add(d.id)
+        else:
+            self.beyond_huts.discard(d.id)
+
+    def _count_meter(
+        self, d: Dev, s: Sums, group: Group | None, sign: int, on: bool, rep: bool
+    ) -> None:
+        s.key_online += sign * (d.key and on)
+        m: MeterRow | None = d.row
+        if m is None:
+            self.beyond_meters.discard(d.id)
+            return
+        th = self.th
+        low_pf = beyond(m.power_factor, th.power_factor)
+        volt = m.voltage_v is not None and not (th.voltage_low <= m.voltage_v <= th.voltage_high)
+        if rep:
+            s.load_kw += sign * (m.active_power_kw or 0.0)
+            s.adjustable_kw += sign * (m.adjustable_kw or 0.0)
+            s.consumption_kwh += sign * (m.consumption_kwh or 0.0)
+            s.low_pf += sign * low_pf
+            s.voltage_dev += sign * volt
+            if group is not None and m.active_power_kw is not None:
+                group.load_kw += sign * m.active_power_kw
+                group.loads += sign
+                if not group.loads:
+                    group.load_kw = 0.0
+                self._regroup(group)
+        if (low_pf or volt) and sign > 0:
+            self.beyond_meters.add(d.id)
+        else:
+            self.beyond_meters.discard(d.id)
+
+    def _regroup(self, g: Group) -> None:
+        """A lot's near-full count and flag, an energy site's flag, after a change."""
+        key = (g.district, g.site)
+        if key in self.lots and self.lots[key] is g:
+            occupancy = g.occupied / g.reporting if g.reporting else None
+            near = occupancy is not None and occupancy >= self.th.lot_near_full
+            if near != g.near_full:
+                self._sums(g.district, "parking").lots_near_full += 1 if near else -1
+                g.near_full = near
+            if beyond(occupancy, self.occupancy):
+                self.beyond_lots.add(key)
+            else:
+                self.beyond_lots.discard(key)
+            return
+        contract = g.contract_kw if g.contracts and g.contract_kw != 0 else None
+        share = g.load_kw / contract if g.loads and contract else None
+        if beyond(share, self.th.load_share):
+            self.beyond_sites.add(key)
+        else:
+            self.beyond_sites.discard(key)
+
+    # -- passing time --------------------------------------------------------------
+
+    def sweep(self, now: datetime) -> int:
+        """Turn offline the devices whose online window has ended by `now`; how many."""
+        now_us = micros(now)
+        if now_us < self.swept_us:
+            # The clock went back: devices may be online again. Count every one anew.
+            return self._recount(now_us)
+        self.swept_us = now_us
+        now_s = now_us // US
+        expired = 0
+        while self._seconds and self._seconds[0] <= now_s:
+            second = self._seconds[0]
+            bucket = self._ending[second]
+            keep: list[Dev] = []
+            for d in bucket:
+                if d.counted and d.expiry <= now_us:
+                    self._count(d, -1)
+                    d.counted = False
+                    self._count(d, +1)
+                    expired += 1
+                elif d.counted and d.expiry // US == second:
+                    keep.append(d)
+            if keep:
+                self._ending[second] = keep
+                break
+            heapq.heappop(self._seconds)
+            del self._ending[second]
+        return expired
+
+    def _recount(self, now_us: int) -> int:
+        changed = 0
+        self._ending = {}
+        self._seconds = []
+        self.swept_us = now_us
+        for d in self.devices.values():
+            self._count(d, -1)
+            was = d.counted
+            d.counted = now_us < d.expiry
+            changed += was != d.counted
+            self._count(d, +1)
+        return changed
+
+    # -- serving -------------------------------------------------------------------
+
+    def inputs(
+        self, now: datetime, active: Iterable[ActiveAlert], ingest: list[IngestRow]
+    ) -> FastInputs:
+        """The per-second snapshot's inputs, as `queries.fetch_fast` would read them."""
+        self.sweep(now)
+        alerted: dict[str, set[str]] = {}
+        for a in active:
+            alerted.setdefault(a.indicator, set()).add(a.entity)
+        totals: list[Totals] = []
+        for (district, kind), s in self.sums.items():
+            if s.registered <= 0:
+                continue
+            if s.stale_newest:
+                times = [d.ts for d in s.members if d.counted and d.ts is not None]
+                s.newest = max(times) if times else None
+                s.stale_newest = False
+            totals.append(_totals(district, kind, s))
+        lot_keys = set(self.beyond_lots)
+        if self.occupancy is not None:
+            lot_keys.update(
+                self.lot_entities[e] for e in alerted.get(LOT_ALERT, ()) if e in self.lot_entities
+            )
+        lots = [self.lots[k].lot_row() for k in lot_keys]
+        lots = [r for r in lots if r.reporting]
+        hut_ids = set(self.beyond_huts)
+        for ind in HUT_ALERTS:
+            hut_ids.update(alerted.get(ind, ()))
+        meter_ids = set(self.beyond_meters)
+        for ind in METER_ALERTS:
+            meter_ids.update(alerted.get(ind, ()))
+        site_keys = set(self.beyond_sites)
+        site_keys.update(
+            self.site_entities[e] for e in alerted.get(SITE_ALERT, ()) if e in self.site_entities
+        )
+        sites = [r for k in site_keys if (r := self.sites[k].load_row()) is not None]
+        return FastInputs(
+            lots=lots,
+            totals=totals,
+            deposited=[(d, c, kg) for (d, c), (kg, n) in self.deposited.items() if n > 0],
+            huts=self._flagged(hut_ids, "waste"),
+            meters=self._flagged(meter_ids, "energy"),
+            site_loads=sites,
+            unassigned=self.unassigned,
+            ingest=ingest,
+        )
+
+    def _flagged(self, ids: Iterable[str], kind: str) -> list[Any]:
+        rows = []
+        for device_id in ids:
+            d = self.devices.get(device_id)
+            if d is not None and d.kind == kind and d.counted and d.row is not None:
+                rows.append(replace(d.row, online=True) if not d.row.online else d.row)
+        return rows
+
+
+def _totals(district: str | None, kind: str, s: Sums) -> Totals:
+    max_iv = max(s.ivs) if s.ivs else 0
+    if kind == "parking":
+        return parking_totals(
+            district,
+            s.registered,
+            s.online,
+            s.reporting,
+            s.occupied,
+            s.low_battery,
+            s.newest,
+            max_iv,
+            s.lots_near_full,
+        )
+    return Totals(
+        district=district,
+        kind=kind,
+        registered=s.registered,
+        online=s.online,
+        reporting=s.reporting,
+        newest=s.newest,
+        max_iv=max_iv,
+        low_battery=s.low_battery,
+        bins=s.bins,
+        fill_sum=s.fill_sum,
+        huts_full=s.huts_full,
+        gas_alarms=s.gas_alarms,
+        fire_risk=s.fire_risk,
+        seepage=s.seepage,
+        dropoffs=s.dropoffs,
+        load_kw=s.load_kw,
+        adjustable_kw=s.adjustable_kw,
+        consumption_kwh=s.consumption_kwh,
+        low_pf=s.low_pf,
+        voltage_dev=s.voltage_dev,
+        key_registered=s.key_registered,
+        key_online=s.key_online,
+        occupied=0,
+        lots_near_full=0,
+    )

@@ -1,0 +1,275 @@
+"""The API's in-memory city state, folded change by change, equals the snapshot from scratch.
+
+Hypothesis draws a small city — registered devices in districts, lots and buildings,
+and devices nobody registered — and a random stream of what reaches it: readings
+of every kind on either side of every threshold, late, duplicated and out of order,
+status messages (a last will, a device back), off-hours drop-offs, registry edits
+(a device moved, removed, registered again) and time passing far enough for devices
+to go quiet. Two writers (two connections, two `BatchWriter`s) store it, sometimes
+with one transaction open across the other's commit and across a refresh. A `Fleet`
+folds the change log at random instants in between, the clock sometimes going back.
+At every refresh its snapshot must equal, figure by figure and check by check, the
+one `queries.fetch_fast` computes from scratch in SQL at the same instant (itself
+held to the entity-by-entity build by `test_fast_path`), and a `Fleet` loaded from
+nothing at the end must agree too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cityvitals.api import queries
+from cityvitals.api.alerts import AlertBook
+from cityvitals.api.compute import Config, Snapshot, build_fast_snapshot, entity_thresholds
+from cityvitals.api.fleet import Fleet
+from cityvitals.catalogue import CATALOGUE
+from cityvitals.payloads import Limits
+from cityvitals.store import BatchWriter, Incoming
+from cityvitals.timeutil import local_day, local_midnight
+from tests.api.test_fast_path import same_snapshot
+
+TZ = "Asia/Shanghai"
+# 15:30 UTC is 23:30 in Shanghai: a stream of a few hours crosses local midnight.
+BASE = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
+CFG = Config(catalogue={i.id: i for i in CATALOGUE})
+OCCUPANCY = CFG.catalogue["parking.occupancy_ratio"].thresholds
+# (device, kind, district, site); None: not registered (auto-registered when heard).
+REGISTERED: list[tuple[str, str, str | None, str | None]] = [
+    ("pk-1", "parking", "xuhui", "lot-a"),
+    ("pk-2", "parking", "xuhui", "lot-a"),
+    ("pk-3", "parking", "jingan", "lot-b"),
+    ("pk-4", "parking", None, None),
+    ("ws-1", "waste", "xuhui", "hut-1"),
+    ("ws-2", "waste", "minhang", "hut-2"),
+    ("em-1", "energy", "xuhui", "b-1"),
+    ("em-2", "energy", "xuhui", "b-1"),
+    ("em-3", "energy", "minhang", None),
+]
+UNREGISTERED = [("pk-9", "parking"), ("ws-9", "waste"), ("em-9", "energy")]
+DEVICES = [(d, k) for d, k, _, _ in REGISTERED] + UNREGISTERED
+
+
+def _reading(draw: Any, kind: str) -> dict[str, Any]:
+    if kind == "parking":
+        return {"occupied": draw(st.booleans()), "battery_v": draw(st.sampled_from([3.0, 3.9]))}
+    if kind == "waste":
+        bins = [
+            {
+                "category": draw(st.sampled_from(["wet", "dry"])),
+                "fill_pct": draw(st.sampled_from([10.0, 55.0, 79.9, 80.0, 95.0])),
+                "weight_kg": draw(st.sampled_from([5.0, 20.0, 40.0])),
+            }
+            for _ in range(draw(st.integers(1, 2)))
+        ]
+        body: dict[str, Any] = {"bins": bins}
+        if draw(st.booleans()):
+            body["gas"] = {"h2s_ppm": draw(st.sampled_from([1.0, 10.0, 30.0]))}
+        if draw(st.booleans()):
+            body["temp_c"] = draw(st.sampled_from([25.0, 60.0]))
+        if draw(st.booleans()):
+            body["seepage"] = draw(st.booleans())
+        return body
+    return {
+        "active_power_kw": draw(st.sampled_from([0.0, 50.0, 400.0])),
+        "energy_kwh": draw(st.sampled_from([100.0, 150.0, 400.0])),
+        "voltage_v": draw(st.sampled_from([220.0, 260.0])),
+        "power_factor": draw(st.sampled_from([0.7, 0.95])),
+        "adjustable_kw": draw(st.sampled_from([0.0, 10.0])),
+    }
+
+
+@st.composite
+def steps(draw: Any) -> list[tuple[str, Any]]:
+    """What happens, in order: batches, registry edits, refreshes, time passing."""
+    out: list[tuple[str, Any]] = []
+    minute = 0
+    sent: list[Incoming] = []
+    for _ in range(draw(st.integers(4, 14))):
+        action = draw(
+            st.sampled_from(["batch", "batch", "batch", "refresh", "wait", "registry", "overlap"])
+        )
+        if action == "wait":
+            # Parking's window is 30 minutes, waste's 15, energy's 3: some go quiet.
+            minute += draw(st.sampled_from([1, 4, 20, 40]))
+            out.append(("refresh", minute + draw(st.sampled_from([0, 0, -30]))))
+            continue
+        if action == "refresh":
+            out.append(("refresh", minute))
+            continue
+        if action == "registry":
+            dev, kind, district, site = draw(st.sampled_from(REGISTERED))
+            move = draw(st.sampled_from(["move", "remove", "again"]))
+            out.append(("registry", (dev, kind, district, site, move)))
+            continue
+        batch: list[Incoming] = []
+        received = BASE + timedelta(minutes=minute, seconds=30)
+        for _ in range(draw(st.integers(1, 5))):
+            dev, kind = draw(st.sampled_from(DEVICES))
+            channel = draw(st.sampled_from(["telemetry"] * 6 + ["status", "event"]))
+            if channel == "status":
+                payload = draw(st.sampled_from([b"offline", b"online"]))
+            elif channel == "event":
+                if kind != "waste":
+                    continue
+                at = BASE + timedelta(minutes=minute - draw(st.integers(0, 50)))
+                payload = json.dumps(
+                    {
+                        "ts": at.isoformat(),
+                        "type": "off_hours_dropoff",
+                        "id": f"{dev}-{minute}-{len(batch)}",
+                    }
+                ).encode()
+            else:
+                # Mostly now, sometimes late (older than what the device sent since).
+                late = draw(st.sampled_from([0, 0, 0, 1, 25]))
+                body = _reading(draw, kind)
+                body["ts"] = (BASE + timedelta(minutes=minute - late)).isoformat()
+                payload = json.dumps(body).encode()
+            batch.append(Incoming(f"city/{kind}/{dev}/{channel}", payload, received))
+        if sent and draw(st.integers(0, 4)) == 0:
+            batch.append(draw(st.sampled_from(sent)))  # delivered again
+        sent += batch
+        out.append(("overlap" if action == "overlap" else "batch", batch))
+        minute += draw(st.sampled_from([0, 1, 2]))
+    out.append(("refresh", minute))
+    return out
+
+
+def _day(now: datetime) -> dict[str, Any]:
+    midnight = local_midnight(now, TZ)
+    return {
+        "now": now,
+        "day": local_day(now, TZ),
+        "midnight": midnight,
+        "next_midnight": local_midnight(midnight + timedelta(hours=26), TZ),
+    }
+
+
+async def _compare(url: str, fleet: Fleet, now: datetime) -> tuple[Snapshot, Snapshot]:
+    day = _day(now)
+    th = entity_thresholds(CFG.catalogue)
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await fleet.sync(conn, **day)
+        slow = await queries.fetch_slow(conn, now=now, day=day["day"], midnight=day["midnight"])
+        fast = await queries.fetch_fast([conn], **day, th=th, occupancy=OCCUPANCY)
+        active = await AlertBook().load_active(conn)
+        ingest = await queries.fetch_ingest(conn, now)
+    mine = build_fast_snapshot(fleet.inputs(now, active, ingest), slow, cfg=CFG, now=now)
+    return mine, build_fast_snapshot(fast, slow, cfg=CFG, now=now)
+
+
+def _register(conn: psycopg.Connection, dev: str, kind: str, district: Any, site: Any) -> None:
+    conn.execute(
+        "INSERT INTO devices (device_id, kind, district, site, auto_registered, "
+        "contract_kw, key_consumer) VALUES (%s, %s, %s, %s, false, %s, %s) "
+        "ON CONFLICT (device_id) DO UPDATE SET district = excluded.district, "
+        "site = excluded.site, auto_registered = false",
+        (dev, kind, district, site, 500.0 if kind == "energy" else None, dev == "em-1"),
+    )
+
+
+def _clear(conn: psycopg.Connection, other: psycopg.Connection) -> None:
+    # A failed example may have left either connection in a transaction.
+    other.rollback()
+    conn.rollback()
+    conn.execute(
+        "TRUNCATE readings_parking, readings_waste, readings_energy, latest_parking, "
+        "latest_waste, latest_energy, device_state, devices, energy_daily, waste_daily, "
+        "parking_hourly, seq_10m, ingest_minutely, events, dead_letters, alerts"
+    )
+    for dev, kind, district, site in REGISTERED:
+        _register(conn, dev, kind, district, site)
+    conn.commit()
+
+
+def test_the_folded_city_state_equals_the_snapshot_from_scratch(database_url: str) -> None:
+    writers = [
+        BatchWriter(prefix="city", limits=Limits(), local_tz=TZ, collector=f"w{i}")
+        for i in range(2)
+    ]
+    conns = [psycopg.connect(database_url) for _ in writers]
+    th = entity_thresholds(CFG.catalogue)
+    compared = {"refreshes": 0, "values": 0}
+
+    @given(steps())
+    @settings(
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    def check(plan: list[tuple[str, Any]]) -> None:
+        _clear(conns[0], conns[1])
+        fleet = Fleet(th, OCCUPANCY, now=BASE)
+        with ThreadPoolExecutor(1) as pool:
+
+            def refresh(minute: int) -> None:
+                now = BASE + timedelta(minutes=minute, seconds=45)
+                mine, theirs = pool.submit(asyncio.run, _compare(database_url, fleet, now)).result()
+                compared["values"] += same_snapshot(mine, theirs, set())
+                compared["refreshes"] += 1
+
+            pending: list[Incoming] | None = None
+            turn = 0
+            last = 0
+
+            def settle() -> None:
+                nonlocal pending
+                if pending is not None:
+                    conns[1].commit()
+                    pending = None
+
+            for action, arg in plan:
+                if action == "refresh":
+                    last = arg
+                    refresh(arg)
+                elif action == "registry":
+                    settle()
+                    dev, kind, district, site, move = arg
+                    if move == "move":
+                        _register(conns[0], dev, kind, "pudong", f"{site}-moved")
+                    elif move == "remove":
+                        conns[0].execute("DELETE FROM devices WHERE device_id = %s", (dev,))
+                    else:
+                        _register(conns[0], dev, kind, district, site)
+                    conns[0].commit()
+                elif action == "overlap" and pending is None:
+                    # Writer 1 stores this batch and keeps its transaction open while
+                    # writer 0 commits the next and the API refreshes in between.
+                    messages, sources, rejections = writers[1].parse(arg)
+                    writers[1].store_parsed(conns[1], messages, rejections, sources=sources)
+                    pending = arg
+                elif pending is not None:
+                    # Other devices than the open transaction's (it holds their rows).
+                    busy = {m.topic.split("/")[2] for m in pending}
+                    batch = [m for m in arg if m.topic.split("/")[2] not in busy]
+                    if batch:
+                        writers[0].write(conns[0], batch)
+                    refresh(last)
+                    settle()
+                else:
+                    turn += 1
+                    writers[turn % 2].write(conns[turn % 2], arg)
+            settle()
+            refresh(last + 1)
+            # And a city state loaded from nothing agrees with the folded one.
+            fresh = Fleet(th, OCCUPANCY, now=BASE)
+            now = BASE + timedelta(minutes=last + 1, seconds=45)
+            mine, theirs = pool.submit(asyncio.run, _compare(database_url, fresh, now)).result()
+            same_snapshot(mine, theirs, set())
+
+    try:
+        check()
+    finally:
+        for c in conns:
+            c.close()
+    # The streams reached the figures: most refreshes compared values, not empty scopes.
+    assert compared["refreshes"] >= 120
+    assert compared["values"] >= 5 * compared["refreshes"]
