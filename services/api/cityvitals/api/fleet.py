@@ -41,17 +41,15 @@ from psycopg import AsyncConnection, sql
 
 from cityvitals.api.alerts import ActiveAlert
 from cityvitals.api.indicators.db import (
-    DEVICES_CTE,
     INTERVAL_SQL,
     EntityThresholds,
     Totals,
     base_params,
-    fetch_rows,
 )
 from cityvitals.api.indicators.devices import IngestRow
-from cityvitals.api.indicators.energy import METERS_SQL, MeterRow, SiteLoadRow
+from cityvitals.api.indicators.energy import MeterRow, SiteLoadRow
 from cityvitals.api.indicators.parking import LotRow, parking_totals
-from cityvitals.api.indicators.waste import HUTS_SQL, HutRow, waste_params
+from cityvitals.api.indicators.waste import HutRow
 from cityvitals.api.queries import FastInputs
 from cityvitals.catalogue import ONLINE_FACTOR, Thresholds
 from cityvitals.changes import CHANGES_RETENTION
@@ -86,7 +84,7 @@ _READ_CHANGES = (
 _XMIN = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
 _DEVICES = sql.SQL(
     "SELECT d.device_id, d.kind, d.district, d.site, {interval} AS iv, d.auto_registered, "
-    "d.key_consumer, d.contract_kw, s.last_seen_at, s.status_online, s.status_at "
+    "d.key_consumer, d.contract_kw, s.last_seen_at, s.status_online, s.status_at, d.name "
     "FROM devices d LEFT JOIN device_state s ON s.device_id = d.device_id {where}"
 )
 _PARKING = sql.SQL(
@@ -96,8 +94,33 @@ _PARKING = sql.SQL(
 _PAGE = "SELECT device_id FROM devices WHERE device_id > %s ORDER BY device_id LIMIT %s"
 _BY_ID = sql.SQL("WHERE d.device_id = ANY(%(ids)s)")
 _BY_ID_PLAIN = sql.SQL("WHERE device_id = ANY(%(ids)s)")
-_HUTS_BY_ID = sql.SQL("AND dev.device_id = ANY(%(ids)s)")
-_IDS = sql.SQL("AND device_id = ANY(%(ids)s)")
+# Each kind's latest values and today's figures, by key: the same columns as the
+# definition's `HUTS_SQL` and `METERS_SQL`, without their scan of the registry.
+_HUT_VALUES = (
+    "SELECT device_id, ts, coalesce(jsonb_array_length(bins), 0), fill_mean, fill_max, "
+    "h2s_ppm, nh3_ppm, ch4_pct_lel, temp_c, seepage, "
+    "coalesce(battery_v < %(low)s::float8, false) FROM latest_waste "
+    "WHERE device_id = ANY(%(ids)s)"
+)
+_NO_HUT: tuple[Any, ...] = (None, None, 0, None, None, None, None, None, None, None, False)
+_DROPOFFS = (
+    "SELECT device_id, count(*) FROM events WHERE device_id = ANY(%(ids)s) "
+    "AND type = 'off_hours_dropoff' AND ts >= %(midnight)s AND ts < %(next_midnight)s "
+    "GROUP BY device_id"
+)
+_DEPOSITED = (
+    "SELECT device_id, jsonb_object_agg(category, deposited_kg) FROM waste_daily "
+    "WHERE device_id = ANY(%(ids)s) AND day = %(day)s GROUP BY device_id"
+)
+_METER_VALUES = (
+    "SELECT device_id, ts, active_power_kw, voltage_v, power_factor, adjustable_kw "
+    "FROM latest_energy WHERE device_id = ANY(%(ids)s)"
+)
+_NO_METER: tuple[Any, ...] = (None, None, None, None, None, None)
+_CONSUMPTION = (
+    "SELECT device_id, consumption_kwh FROM energy_daily "
+    "WHERE device_id = ANY(%(ids)s) AND day = %(day)s"
+)
 
 
 async def _one(conn: AsyncConnection[Any], query: str, params: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -360,30 +383,86 @@ class Fleet:
         p = params | {"ids": ids}
         cur = await conn.execute(_DEVICES.format(interval=INTERVAL_SQL, where=_BY_ID), p)
         registry = await cur.fetchall()
-        cur = await conn.execute(
-            _PARKING.format(where=_BY_ID_PLAIN), p | {"low": self.th.low_battery_v.get("parking")}
-        )
-        parking = {r[0]: (r[1], (bool(r[2]), bool(r[3]))) for r in await cur.fetchall()}
-        huts: list[HutRow] = await fetch_rows(
-            conn,
-            HutRow,
-            HUTS_SQL.format(dev=DEVICES_CTE, only=_HUTS_BY_ID, ids=_IDS),
-            waste_params(p, self.th),
-        )
-        meters: list[MeterRow] = await fetch_rows(
-            conn, MeterRow, METERS_SQL.format(dev=DEVICES_CTE, only=_HUTS_BY_ID), p
-        )
-        values: dict[str, tuple[datetime | None, Any]] = parking
-        for h in huts:
-            values[h.device_id] = (h.ts, h)
-        for m in meters:
-            values[m.device_id] = (m.ts, m)
+        kinds = {r[1] for r in registry}
+        values: dict[str, tuple[datetime | None, Any]] = {}
+        if "parking" in kinds:
+            cur = await conn.execute(
+                _PARKING.format(where=_BY_ID_PLAIN),
+                p | {"low": self.th.low_battery_v.get("parking")},
+            )
+            values.update((r[0], (r[1], (bool(r[2]), bool(r[3])))) for r in await cur.fetchall())
+        huts: dict[str, tuple[Any, ...]] = {}
+        dropoffs: dict[str, int] = {}
+        deposited: dict[str, dict[str, float]] = {}
+        if "waste" in kinds:
+            cur = await conn.execute(_HUT_VALUES, p | {"low": self.th.low_battery_v.get("waste")})
+            huts = {r[0]: tuple(r) for r in await cur.fetchall()}
+            cur = await conn.execute(_DROPOFFS, p)
+            dropoffs = {r[0]: int(r[1]) for r in await cur.fetchall()}
+            cur = await conn.execute(_DEPOSITED, p)
+            deposited = {r[0]: r[1] for r in await cur.fetchall()}
+        meters: dict[str, tuple[Any, ...]] = {}
+        consumption: dict[str, float] = {}
+        if "energy" in kinds:
+            cur = await conn.execute(_METER_VALUES, p)
+            meters = {r[0]: tuple(r) for r in await cur.fetchall()}
+            cur = await conn.execute(_CONSUMPTION, p)
+            consumption = {r[0]: r[1] for r in await cur.fetchall()}
+        for reg in registry:
+            device_id, kind, district, site, iv = reg[:5]
+            name = reg[11]
+            if kind == "waste":
+                v = huts.get(device_id) or _NO_HUT
+                values[device_id] = (
+                    v[1],
+                    HutRow(
+                        device_id,
+                        district,
+                        site,
+                        name,
+                        iv,
+                        False,
+                        v[1],
+                        v[2],
+                        v[3],
+                        v[4],
+                        v[5],
+                        v[6],
+                        v[7],
+                        v[8],
+                        v[9],
+                        v[10],
+                        dropoffs.get(device_id, 0),
+                        deposited.get(device_id, {}),
+                    ),
+                )
+            elif kind == "energy":
+                v = meters.get(device_id) or _NO_METER
+                values[device_id] = (
+                    v[1],
+                    MeterRow(
+                        device_id,
+                        district,
+                        site,
+                        name,
+                        iv,
+                        False,
+                        bool(reg[6]),
+                        reg[7],
+                        v[1],
+                        v[2],
+                        v[3],
+                        v[4],
+                        v[5],
+                        consumption.get(device_id),
+                    ),
+                )
         present = set()
         for reg in registry:
             device_id = reg[0]
             present.add(device_id)
             ts, row = values.get(device_id, (None, None))
-            self._update(reg, ts, row, now_us)
+            self._update(reg[:11], ts, row, now_us)
         for device_id in ids:
             if device_id not in present and device_id in self.devices:
                 self._remove(self.devices[device_id])
