@@ -361,4 +361,4 @@ CHANGE_LOG_DDL = (
     "REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION vitals_log_dropoffs()",
 )
 for _statement in CHANGE_LOG_DDL:
-    event.listen(metadata, "after_create", DDL(_statement))
+    event.listen(metadata, "after_create", DDL(_statement))  # type: ignore[no-untyped-call]
