@@ -55,6 +55,8 @@ from cityvitals.catalogue import ONLINE_FACTOR, Thresholds
 from cityvitals.changes import CHANGES_RETENTION
 
 US = 1_000_000
+# Fixed point of the maintained sums (see `Sums`).
+SCALE = 1_000_000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The online window of a device never heard, or offline by its last will.
 NEVER = -1
@@ -129,6 +131,10 @@ async def _one(conn: AsyncConnection[Any], query: str, params: tuple[Any, ...]) 
     if row is None:
         raise RuntimeError(f"no row from {query!r}")
     return tuple(row)
+
+
+def _fx(value: float) -> int:
+    return round(value * SCALE)
 
 
 def micros(t: datetime) -> int:
@@ -206,15 +212,17 @@ class Sums:
     occupied: int = 0
     lots_near_full: int = 0
     bins: int = 0
-    fill_sum: float = 0.0
+    # Sums of quantities in millionths, as integers: added and taken out exactly, so
+    # a figure on a threshold never lands a hair beside it by float drift.
+    fill_sum: int = 0
     huts_full: int = 0
     gas_alarms: int = 0
     fire_risk: int = 0
     seepage: int = 0
     dropoffs: int = 0
-    load_kw: float = 0.0
-    adjustable_kw: float = 0.0
-    consumption_kwh: float = 0.0
+    load_kw: int = 0
+    adjustable_kw: int = 0
+    consumption_kwh: int = 0
     low_pf: int = 0
     voltage_dev: int = 0
     key_registered: int = 0
@@ -238,7 +246,7 @@ class Group:
     reporting: int = 0
     occupied: int = 0
     low_battery: int = 0
-    load_kw: float = 0.0
+    load_kw: int = 0  # millionths of kW
     loads: int = 0
     contract_kw: float = 0.0
     contracts: int = 0
@@ -270,7 +278,7 @@ class Group:
         contract = self.contract_kw if self.contracts and self.contract_kw != 0 else None
         if not self.loads or contract is None:
             return None
-        return SiteLoadRow(self.district, self.site, self.load_kw, contract, self.newest())
+        return SiteLoadRow(self.district, self.site, self.load_kw / SCALE, contract, self.newest())
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,7 +316,7 @@ class Fleet:
         # entity -> lot or site key, for the active alerts
         self.lot_entities: dict[str, tuple[str | None, str]] = {}
         self.site_entities: dict[str, tuple[str | None, str]] = {}
-        self.deposited: dict[tuple[str | None, str], list[float]] = {}
+        self.deposited: dict[tuple[str | None, str], list[int]] = {}
         self.unassigned = 0
         # Flagged by their values (whether online or not: checked when served).
         self.beyond_lots: set[tuple[str | None, str]] = set()
@@ -615,7 +623,7 @@ class Fleet:
         if rep:
             s.low_battery += sign * h.low_battery
             s.bins += sign * h.n_bins
-            s.fill_sum += sign * (h.fill_mean or 0.0) * h.n_bins
+            s.fill_sum += sign * _fx((h.fill_mean or 0.0) * h.n_bins)
             s.huts_full += sign * full
             s.gas_alarms += sign * gas
             s.fire_risk += sign * fire
@@ -623,8 +631,8 @@ class Fleet:
             s.dropoffs += sign * h.dropoffs_today
         if rep:
             for category, kg in h.deposited_kg.items():
-                acc = self.deposited.setdefault((d.district, category), [0.0, 0])
-                acc[0] += sign * float(kg)
+                acc = self.deposited.setdefault((d.district, category), [0, 0])
+                acc[0] += sign * _fx(float(kg))
                 acc[1] += sign
         flagged = (
             full
@@ -650,16 +658,14 @@ class Fleet:
         low_pf = beyond(m.power_factor, th.power_factor)
         volt = m.voltage_v is not None and not (th.voltage_low <= m.voltage_v <= th.voltage_high)
         if rep:
-            s.load_kw += sign * (m.active_power_kw or 0.0)
-            s.adjustable_kw += sign * (m.adjustable_kw or 0.0)
-            s.consumption_kwh += sign * (m.consumption_kwh or 0.0)
+            s.load_kw += sign * _fx(m.active_power_kw or 0.0)
+            s.adjustable_kw += sign * _fx(m.adjustable_kw or 0.0)
+            s.consumption_kwh += sign * _fx(m.consumption_kwh or 0.0)
             s.low_pf += sign * low_pf
             s.voltage_dev += sign * volt
             if group is not None and m.active_power_kw is not None:
-                group.load_kw += sign * m.active_power_kw
+                group.load_kw += sign * _fx(m.active_power_kw)
                 group.loads += sign
-                if not group.loads:
-                    group.load_kw = 0.0
                 self._regroup(group)
         if (low_pf or volt) and sign > 0:
             self.beyond_meters.add(d.id)
@@ -681,7 +687,7 @@ class Fleet:
                 self.beyond_lots.discard(key)
             return
         contract = g.contract_kw if g.contracts and g.contract_kw != 0 else None
-        share = g.load_kw / contract if g.loads and contract else None
+        share = g.load_kw / SCALE / contract if g.loads and contract else None
         if beyond(share, self.th.load_share):
             self.beyond_sites.add(key)
         else:
@@ -770,7 +776,7 @@ class Fleet:
         return FastInputs(
             lots=lots,
             totals=totals,
-            deposited=[(d, c, kg) for (d, c), (kg, n) in self.deposited.items() if n > 0],
+            deposited=[(d, c, kg / SCALE) for (d, c), (kg, n) in self.deposited.items() if n > 0],
             huts=self._flagged(hut_ids, "waste"),
             meters=self._flagged(meter_ids, "energy"),
             site_loads=sites,
@@ -811,15 +817,15 @@ def _totals(district: str | None, kind: str, s: Sums) -> Totals:
         max_iv=max_iv,
         low_battery=s.low_battery,
         bins=s.bins,
-        fill_sum=s.fill_sum,
+        fill_sum=s.fill_sum / SCALE,
         huts_full=s.huts_full,
         gas_alarms=s.gas_alarms,
         fire_risk=s.fire_risk,
         seepage=s.seepage,
         dropoffs=s.dropoffs,
-        load_kw=s.load_kw,
-        adjustable_kw=s.adjustable_kw,
-        consumption_kwh=s.consumption_kwh,
+        load_kw=s.load_kw / SCALE,
+        adjustable_kw=s.adjustable_kw / SCALE,
+        consumption_kwh=s.consumption_kwh / SCALE,
         low_pf=s.low_pf,
         voltage_dev=s.voltage_dev,
         key_registered=s.key_registered,
