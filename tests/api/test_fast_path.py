@@ -205,8 +205,12 @@ async def _all(url: str, cfg: Config, grown: Fleet) -> dict[str, Snapshot]:
     return {
         "sql": build_fast_snapshot(fast, slow, cfg=cfg, now=NOW),
         "full": build_snapshot(rows, slow, cfg=cfg, now=NOW),
-        "loaded": build_fast_snapshot(loaded.inputs(NOW, active, ingest), slow, cfg=cfg, now=NOW),
-        "grown": build_fast_snapshot(grown.inputs(NOW, active, ingest), slow, cfg=cfg, now=NOW),
+        "loaded": build_fast_snapshot(
+            loaded.inputs(NOW, active, ingest), loaded.windowed(slow), cfg=cfg, now=NOW
+        ),
+        "grown": build_fast_snapshot(
+            grown.inputs(NOW, active, ingest), grown.windowed(slow), cfg=cfg, now=NOW
+        ),
     }
 
 

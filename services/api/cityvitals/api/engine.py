@@ -1,15 +1,16 @@
 """The shared snapshot: computed in the background, served to every request as bytes.
 
-One task refreshes the snapshot at most every `snapshot_interval_s`, and the slower
-figures (24 h turnover, completeness, today's peak, the hourly rollup) every
-`slow_refresh_interval_s`. The city snapshot is built from the city's state the API
-keeps in memory (`fleet.Fleet`): each refresh folds in only what changed since the
-previous one (the change log, and the devices whose online window ended), so its cost
-follows the changes, not the fleet. `/v1/vitals` never queries: it gets the
-pre-serialized document of the newest snapshot. A district's drill-down (its sites,
-row by row) is built on the first request after each refresh and then served from
-memory. When the database is away the last snapshot keeps being served, marked stale,
-and `/readyz` says 503.
+One task refreshes the snapshot at most every `snapshot_interval_s`, and today's peak
+load and the hourly rollup every `slow_refresh_interval_s`. The city snapshot is built
+from the city's state the API keeps in memory (`fleet.Fleet`): each refresh folds in
+only what changed since the previous one (the change log, and the devices whose online
+window ended), so its cost follows the changes, not the fleet. The windowed figures
+(24 h turnover, the last hour's completeness) are kept there per device too, and read
+again for every device only when their window moves on (every 10 minutes).
+`/v1/vitals` never queries: it gets the pre-serialized document of the newest snapshot.
+A district's drill-down (its sites, row by row) is built on the first request after
+each refresh and then served from memory. When the database is away the last
+snapshot keeps being served, marked stale, and `/readyz` says 503.
 
 In the running service the database reads, the folding, the computation and the
 serialization run on a `Worker`: a thread with its own event loop and connection pool.
@@ -162,7 +163,10 @@ class Engine:
         self.slow_interval_s = slow_interval_s
         self.rollup = rollup
         self.alerts = AlertBook()
+        # What the served snapshot was built from: the windowed figures of the city
+        # state, and the day's peak loads (read every `slow_interval_s`).
         self.slow = queries.SlowInputs()
+        self._peaks = queries.SlowInputs()
         now = clock()
         self.snapshot: Snapshot = empty_snapshot(cfg, now)
         self.has_data = False
@@ -323,9 +327,9 @@ class Engine:
             raise psycopg.OperationalError("no database pool")
         async with pool.connection(timeout=CONNECT_TIMEOUT_S) as conn:
             day = self._day(now)
-            slow_inputs = self.slow
-            if slow or slow_inputs.day != day["day"]:
-                slow_inputs = await queries.fetch_slow(
+            peaks = self._peaks
+            if slow or peaks.day != day["day"]:
+                peaks = await queries.fetch_peaks(
                     conn, now=now, day=day["day"], midnight=day["midnight"]
                 )
             synced = await self.fleet.sync(conn, **day)
@@ -341,8 +345,9 @@ class Engine:
                 not synced.reloaded
                 and not synced.devices
                 and not synced.expired
+                and not synced.rewindowed
                 and self._inputs_of[0] == minute
-                and self._inputs_of[1] is slow_inputs
+                and self._inputs_of[1] is peaks
                 and self._inputs_of[2] == ingest
                 and self.has_data
             )
@@ -350,13 +355,16 @@ class Engine:
                 # Nothing changed: the same figures and checks (the alerts have seen
                 # them), only newer. A quiet city costs this, whatever its size.
                 snap = replace(self.snapshot, computed_at=now)
+                slow_inputs = self.slow
             else:
                 active = await self.alerts.load_active(conn)
                 fast = self.fleet.inputs(now, active, ingest)
+                slow_inputs = self.fleet.windowed(peaks)
                 snap = build_fast_snapshot(fast, slow_inputs, cfg=self.cfg, now=now)
                 await self.alerts.evaluate(conn, snap.checks, now)
-            slow_inputs = await self._sample(conn, snap, now, slow_inputs)
-            self._inputs_of = (minute, slow_inputs, ingest)
+            self._peaks = await self._sample(conn, snap, now, peaks)
+            self._inputs_of = (minute, self._peaks, ingest)
+            slow_inputs = replace(slow_inputs, peaks=self._peaks.peaks)
         ready = Served.of(vitals_doc(snap, self.catalogue, now, degraded=False))
         ready.gzipped()
         return snap, slow_inputs, ready

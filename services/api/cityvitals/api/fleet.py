@@ -43,6 +43,7 @@ from cityvitals.api.alerts import ActiveAlert
 from cityvitals.api.indicators.db import (
     INTERVAL_SQL,
     EntityThresholds,
+    SlowInputs,
     Totals,
     base_params,
 )
@@ -123,6 +124,25 @@ _CONSUMPTION = (
     "SELECT device_id, consumption_kwh FROM energy_daily "
     "WHERE device_id = ANY(%(ids)s) AND day = %(day)s"
 )
+# The windowed figures per device, by key: the definition's `COMPLETENESS_SQL` and
+# `TRANSITIONS_SQL` before they join the registry and sum per district.
+_SEQ_WINDOW = (
+    "SELECT device_id, sum(n)::bigint, max(max_seq) - min(min_seq) + 1 FROM seq_10m "
+    "WHERE device_id = ANY(%(ids)s) AND bucket > %(seq_since)s AND bucket <= %(now)s "
+    "GROUP BY device_id"
+)
+_MOVES_WINDOW = (
+    "SELECT device_id, sum(transitions)::bigint FROM parking_hourly "
+    "WHERE device_id = ANY(%(ids)s) AND hour > %(moves_since)s AND hour <= %(now)s "
+    "GROUP BY device_id"
+)
+# `seq_10m` buckets start on every 10 minutes, `parking_hourly` hours on every hour: the
+# buckets inside "the last hour" and "the last 24 hours" change only when `now` crosses
+# such a boundary, and each window is named by the boundary it last crossed.
+SEQ_BUCKET_US = 600 * US
+SEQ_SPAN = timedelta(hours=1)
+MOVES_BUCKET_US = 3600 * US
+MOVES_SPAN = timedelta(hours=24)
 
 
 async def _one(conn: AsyncConnection[Any], query: str, params: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -159,6 +179,7 @@ class Dev:
 
     __slots__ = (
         "auto",
+        "comp",
         "contract",
         "counted",
         "district",
@@ -167,6 +188,7 @@ class Dev:
         "iv",
         "key",
         "kind",
+        "moves",
         "row",
         "site",
         "ts",
@@ -199,6 +221,10 @@ class Dev:
         # parking sensor, the `HutRow` or `MeterRow` for a hut or a meter.
         self.ts: datetime | None = None
         self.row: Any = None
+        # Over the windows: (received, expected) from `seq` in the last hour, and a
+        # parking sensor's free→occupied transitions in the last 24 hours.
+        self.comp: tuple[int, int] | None = None
+        self.moves = 0
 
 
 @dataclass(slots=True)
@@ -227,6 +253,9 @@ class Sums:
     voltage_dev: int = 0
     key_registered: int = 0
     key_online: int = 0
+    received: int = 0
+    expected: int = 0
+    transitions: int = 0
     ivs: Counter[int] = field(default_factory=Counter)
     newest: datetime | None = None
     # The newest reading left the sums: `newest` is found again from the members.
@@ -288,6 +317,8 @@ class SyncResult:
     reloaded: bool
     devices: int
     expired: int
+    # Devices read again because a window moved on (`seq_10m`'s every 10 minutes).
+    rewindowed: int = 0
 
 
 class Fleet:
@@ -305,6 +336,8 @@ class Fleet:
         )
         self.day: date | None = None
         self.xmin: int | None = None
+        # The boundaries the windowed figures were read at (see `SEQ_BUCKET_US`).
+        self.windows: tuple[int, int] | None = None
         self.synced_mono = 0.0
         self._reset(micros(now))
 
@@ -340,12 +373,15 @@ class Fleet:
         next_midnight: datetime,
     ) -> SyncResult:
         """Fold what changed since the last call (or load everything); then sweep."""
+        now_us = micros(now)
+        windows = (now_us // SEQ_BUCKET_US, now_us // MOVES_BUCKET_US)
         params = base_params(now) | {
             "day": day,
             "midnight": midnight,
             "next_midnight": next_midnight,
+            "seq_since": now - SEQ_SPAN,
+            "moves_since": now - MOVES_SPAN,
         }
-        now_us = micros(now)
         stale = time.monotonic() - self.synced_mono > CHANGES_RETENTION.total_seconds() / 2
         # The log and the xmin in one statement (one snapshot); the devices' states
         # after it may already be newer, which is harmless: whatever committed after
@@ -363,11 +399,44 @@ class Fleet:
             n = 0
             for i in range(0, len(ids), CHUNK):
                 n += await self._read(conn, params, ids[i : i + CHUNK], now_us)
+        rewindowed = 0
+        if not reload and windows != self.windows:
+            rewindowed = await self._rewindow(conn, params)
+        self.windows = windows
         self.xmin = xmin
         self.day = day
         self.synced_mono = time.monotonic()
         expired = self.sweep(now)
-        return SyncResult(reloaded=reload, devices=n, expired=expired)
+        return SyncResult(reloaded=reload, devices=n, expired=expired, rewindowed=rewindowed)
+
+    async def _windowed(
+        self, conn: AsyncConnection[Any], p: dict[str, Any], kinds: set[str]
+    ) -> tuple[dict[str, tuple[int, int]], dict[str, int]]:
+        """The windowed figures of the devices `p["ids"]`."""
+        cur = await conn.execute(_SEQ_WINDOW, p)
+        comp = {r[0]: (int(r[1]), int(r[2])) for r in await cur.fetchall()}
+        moves: dict[str, int] = {}
+        if "parking" in kinds:
+            cur = await conn.execute(_MOVES_WINDOW, p)
+            moves = {r[0]: int(r[1]) for r in await cur.fetchall()}
+        return comp, moves
+
+    async def _rewindow(self, conn: AsyncConnection[Any], params: dict[str, Any]) -> int:
+        """Read every device's windowed figures again: a window has moved on."""
+        ids = list(self.devices)
+        for i in range(0, len(ids), CHUNK):
+            chunk = ids[i : i + CHUNK]
+            comp, moves = await self._windowed(conn, params | {"ids": chunk}, {"parking"})
+            for device_id in chunk:
+                d = self.devices.get(device_id)
+                if d is None:
+                    continue
+                c, m = comp.get(device_id), moves.get(device_id, 0)
+                if c != d.comp or m != d.moves:
+                    self._count(d, -1)
+                    d.comp, d.moves = c, m
+                    self._count(d, +1)
+        return len(ids)
 
     async def _load(self, conn: AsyncConnection[Any], params: dict[str, Any], now_us: int) -> int:
         """Read every device, a page of keys at a time (bounded memory at any size)."""
@@ -416,6 +485,7 @@ class Fleet:
             meters = {r[0]: tuple(r) for r in await cur.fetchall()}
             cur = await conn.execute(_CONSUMPTION, p)
             consumption = {r[0]: r[1] for r in await cur.fetchall()}
+        comp, moves = await self._windowed(conn, p, kinds)
         for reg in registry:
             device_id, kind, district, site, iv = reg[:5]
             name = reg[11]
@@ -470,7 +540,8 @@ class Fleet:
             device_id = reg[0]
             present.add(device_id)
             ts, row = values.get(device_id, (None, None))
-            self._update(reg[:11], ts, row, now_us)
+            window = (comp.get(device_id), moves.get(device_id, 0))
+            self._update(reg[:11], ts, row, window, now_us)
         for device_id in ids:
             if device_id not in present and device_id in self.devices:
                 self._remove(self.devices[device_id])
@@ -478,7 +549,14 @@ class Fleet:
 
     # -- folding -------------------------------------------------------------------
 
-    def _update(self, reg: Sequence[Any], ts: datetime | None, row: Any, now_us: int) -> None:
+    def _update(
+        self,
+        reg: Sequence[Any],
+        ts: datetime | None,
+        row: Any,
+        window: tuple[tuple[int, int] | None, int],
+        now_us: int,
+    ) -> None:
         device_id, kind, district, site, iv, auto, key, contract, seen, up, status_at = reg
         d = self.devices.get(device_id)
         moved = d is None or (d.kind, d.district, d.site, d.iv, d.auto, d.key, d.contract) != (
@@ -504,6 +582,7 @@ class Fleet:
         d.counted = now_us < d.expiry
         d.ts = ts
         d.row = row
+        d.comp, d.moves = window
         self._count(d, +1)
 
     def _remove(self, d: Dev) -> None:
@@ -578,6 +657,9 @@ class Fleet:
         s = self._sums(d.district, d.kind)
         s.online += sign * on
         s.reporting += sign * rep
+        if on and d.comp is not None:
+            s.received += sign * d.comp[0]
+            s.expected += sign * max(d.comp)
         if rep and d.ts is not None:
             if sign > 0:
                 if s.newest is None or d.ts > s.newest:
@@ -597,6 +679,7 @@ class Fleet:
             low = on and d.row is not None and d.row[1]
             s.occupied += sign * occupied
             s.low_battery += sign * low
+            s.transitions += sign * on * d.moves
             if group is not None:
                 group.online += sign * on
                 group.reporting += sign * rep
@@ -783,6 +866,20 @@ class Fleet:
             unassigned=self.unassigned,
             ingest=ingest,
         )
+
+    def windowed(self, slow: SlowInputs) -> SlowInputs:
+        """`slow` with the windowed figures of the devices online now: turnover's
+        transitions and completeness's (received, expected), as `queries.fetch_slow`
+        reads them from scratch."""
+        transitions: dict[str | None, int] = {}
+        completeness: dict[str | None, tuple[int, int]] = {}
+        for (district, kind), s in self.sums.items():
+            if kind == "parking" and s.transitions:
+                transitions[district] = s.transitions
+            if s.expected:
+                got, expected = completeness.get(district, (0, 0))
+                completeness[district] = (got + s.received, expected + s.expected)
+        return replace(slow, transitions=transitions, completeness=completeness)
 
     def _flagged(self, ids: Iterable[str], kind: str) -> list[Any]:
         rows = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -73,6 +73,7 @@ __all__ = [
     "fetch_entities",
     "fetch_fast",
     "fetch_ingest",
+    "fetch_peaks",
     "fetch_slow",
     "schema_facts",
 ]
@@ -317,7 +318,10 @@ async def fetch_entities(
 async def fetch_slow(
     conn: AsyncConnection[Any], *, now: datetime, day: date, midnight: datetime
 ) -> SlowInputs:
-    """Read the figures that look back over hours: turnover, completeness, peaks."""
+    """The figures that look back over hours, from scratch: turnover, completeness, peaks.
+
+    This is the definition the city state in memory is held to (`Fleet.windowed` keeps
+    the first two per device and is what the refreshes serve)."""
     params = base_params(now)
     async with conn.transaction(), conn.cursor() as cur:
         # These read the last hour or day of every reporting device: at 2,000,000
@@ -329,9 +333,18 @@ async def fetch_slow(
         transitions = {row[0]: int(row[1]) for row in await cur.fetchall()}
         await cur.execute(COMPLETENESS_SQL, params | {"since": now - timedelta(hours=1)})
         completeness = {row[0]: (int(row[1]), int(row[2])) for row in await cur.fetchall()}
-        await cur.execute(PEAKS_SQL, {"midnight": midnight, "now": now})
-        peaks = {row[0]: float(row[1]) for row in await cur.fetchall()}
-    return SlowInputs(day=day, transitions=transitions, completeness=completeness, peaks=peaks)
+    peaks = await fetch_peaks(conn, now=now, day=day, midnight=midnight)
+    return replace(peaks, transitions=transitions, completeness=completeness)
+
+
+async def fetch_peaks(
+    conn: AsyncConnection[Any], *, now: datetime, day: date, midnight: datetime
+) -> SlowInputs:
+    """Read the day's peak loads (the served snapshot's windowed figures come from the
+    city state in memory, `Fleet.windowed`, which `fetch_slow` defines)."""
+    cur = await conn.execute(PEAKS_SQL, {"midnight": midnight, "now": now})
+    peaks = {row[0]: float(row[1]) for row in await cur.fetchall()}
+    return SlowInputs(day=day, peaks=peaks)
 
 
 async def schema_facts(conn: AsyncConnection[Any]) -> dict[str, Any]:
