@@ -23,12 +23,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cityvitals.api import queries
 from cityvitals.api.alerts import AlertBook
-from cityvitals.api.compute import Config, Snapshot, build_fast_snapshot, entity_thresholds
+from cityvitals.api.compute import (
+    Config,
+    Flagged,
+    Snapshot,
+    build_fast_snapshot,
+    entity_thresholds,
+    flagged_checks,
+)
 from cityvitals.api.fleet import Fleet
 from cityvitals.catalogue import CATALOGUE
 from cityvitals.payloads import Limits
@@ -156,7 +164,9 @@ def _day(now: datetime) -> dict[str, Any]:
     }
 
 
-async def _compare(url: str, fleet: Fleet, now: datetime) -> tuple[Snapshot, Snapshot]:
+async def _compare(
+    url: str, fleet: Fleet, now: datetime
+) -> tuple[Snapshot, Snapshot, tuple[int, Flagged]]:
     day = _day(now)
     th = entity_thresholds(CFG.catalogue)
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
@@ -165,10 +175,11 @@ async def _compare(url: str, fleet: Fleet, now: datetime) -> tuple[Snapshot, Sna
         fast = await queries.fetch_fast([conn], **day, th=th, occupancy=OCCUPANCY)
         active = await AlertBook().load_active(conn)
         ingest = await queries.fetch_ingest(conn, now)
-    mine = build_fast_snapshot(
-        fleet.inputs(now, active, ingest), fleet.windowed(slow), cfg=CFG, now=now
-    )
-    return mine, build_fast_snapshot(fast, slow, cfg=CFG, now=now)
+    epoch = fleet.flag_epoch
+    inputs = fleet.inputs(now, active, ingest)
+    flagged = flagged_checks(inputs, cfg=CFG, now=now)
+    mine = build_fast_snapshot(inputs, fleet.windowed(slow), cfg=CFG, now=now, flagged=flagged)
+    return mine, build_fast_snapshot(fast, slow, cfg=CFG, now=now), (epoch, flagged)
 
 
 def _register(conn: psycopg.Connection, dev: str, kind: str, district: Any, site: Any) -> None:
@@ -239,7 +250,7 @@ def test_the_folded_city_state_equals_the_snapshot_from_scratch(database_url: st
     conns = [psycopg.connect(database_url) for _ in writers]
     _warm(writers[0], conns[0])
     th = entity_thresholds(CFG.catalogue)
-    compared = {"refreshes": 0, "values": 0}
+    compared = {"refreshes": 0, "values": 0, "reused": 0}
 
     @given(steps())
     @settings(
@@ -252,12 +263,21 @@ def test_the_folded_city_state_equals_the_snapshot_from_scratch(database_url: st
         _clear(conns[0])
         fleet = Fleet(th, OCCUPANCY, now=BASE)
         with ThreadPoolExecutor(1) as pool:
+            built: list[tuple[int, Flagged]] = []
 
             def refresh(minute: int) -> None:
                 now = BASE + timedelta(minutes=minute, seconds=45)
-                mine, theirs = pool.submit(asyncio.run, _compare(database_url, fleet, now)).result()
+                mine, theirs, flagged = pool.submit(
+                    asyncio.run, _compare(database_url, fleet, now)
+                ).result()
                 compared["values"] += same_snapshot(mine, theirs, set())
                 compared["refreshes"] += 1
+                # The engine adds the last flagged checks again while `flag_epoch`
+                # stands still: they must be the ones built now.
+                if built and built[-1][0] == flagged[0]:
+                    assert built[-1][1] == flagged[1]
+                    compared["reused"] += 1
+                built.append(flagged)
 
             pending: list[Incoming] | None = None
             turn = 0
@@ -300,12 +320,16 @@ def test_the_folded_city_state_equals_the_snapshot_from_scratch(database_url: st
                 else:
                     turn += 1
                     writers[turn % 2].write(conns[turn % 2], arg)
+                    if len(arg) == 1:
+                        # One message, one refresh: a lone change (a hut back to
+                        # normal) must move `flag_epoch` by itself.
+                        refresh(last)
             settle()
             refresh(last + 1)
             # And a city state loaded from nothing agrees with the folded one.
             fresh = Fleet(th, OCCUPANCY, now=BASE)
             now = BASE + timedelta(minutes=last + 1, seconds=45)
-            mine, theirs = pool.submit(asyncio.run, _compare(database_url, fresh, now)).result()
+            mine, theirs, _ = pool.submit(asyncio.run, _compare(database_url, fresh, now)).result()
             same_snapshot(mine, theirs, set())
 
     try:
@@ -316,3 +340,57 @@ def test_the_folded_city_state_equals_the_snapshot_from_scratch(database_url: st
     # The streams reached the figures: most refreshes compared values, not empty scopes.
     assert compared["refreshes"] >= 120
     assert compared["values"] >= 5 * compared["refreshes"]
+    # And the flagged entities stood still often enough to test their reuse.
+    assert compared["reused"] >= 10
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["hut back to normal", "meter back to normal", "flagged meter goes quiet", "lot empties"],
+)
+def test_a_lone_change_of_a_flagged_entity_moves_the_epoch(database_url: str, change: str) -> None:
+    """The engine reuses the flagged entities' checks while `flag_epoch` stands still:
+    one entity leaving the flagged set, with nothing else changing, must move it."""
+    writer = BatchWriter(prefix="city", limits=Limits(), local_tz=TZ, collector="w0")
+    th = entity_thresholds(CFG.catalogue)
+    gas = {"bins": [{"category": "wet", "fill_pct": 10.0}], "gas": {"h2s_ppm": 30.0}}
+    normal = {"bins": [{"category": "wet", "fill_pct": 10.0}]}
+    low_pf = {"active_power_kw": 50.0, "energy_kwh": 1.0, "power_factor": 0.7}
+    good_pf = {"active_power_kw": 50.0, "energy_kwh": 1.0, "power_factor": 0.95}
+    Msg = tuple[str, str, dict[str, Any]]
+    cases: dict[str, tuple[Msg, Msg | None, int]] = {
+        "hut back to normal": (("waste", "ws-1", gas), ("waste", "ws-1", normal), 0),
+        "meter back to normal": (("energy", "em-3", low_pf), ("energy", "em-3", good_pf), 0),
+        "flagged meter goes quiet": (("energy", "em-3", low_pf), None, 10),
+        "lot empties": (
+            ("parking", "pk-1", {"occupied": True}),
+            ("parking", "pk-1", {"occupied": False}),
+            0,
+        ),
+    }
+    first, then, wait = cases[change]
+
+    def send(conn: psycopg.Connection, what: Msg, minute: int) -> None:
+        kind, dev, body = what
+        at = BASE + timedelta(minutes=minute)
+        payload = json.dumps(body | {"ts": at.isoformat()}).encode()
+        writer.write(conn, [Incoming(f"city/{kind}/{dev}/telemetry", payload, at)])
+
+    with psycopg.connect(database_url) as conn, ThreadPoolExecutor(1) as pool:
+        _clear(conn)
+        # Lot a's other sensor reports free: one occupied of two is the lot's 50 %,
+        # under its thresholds; pk-2 goes first so the lot is flagged only by pk-1.
+        send(conn, ("parking", "pk-2", {"occupied": True}), 0)
+        send(conn, first, 0)
+        fleet = Fleet(th, OCCUPANCY, now=BASE)
+        _, _, (epoch, flagged) = pool.submit(
+            asyncio.run, _compare(database_url, fleet, BASE + timedelta(minutes=1))
+        ).result()
+        assert flagged.checks, "the entity is flagged to begin with"
+        if then is not None:
+            send(conn, then, 1)
+        _, _, (epoch2, flagged2) = pool.submit(
+            asyncio.run, _compare(database_url, fleet, BASE + timedelta(minutes=1 + wait))
+        ).result()
+    assert flagged2 != flagged
+    assert epoch2 != epoch

@@ -51,6 +51,9 @@ class AlertBook:
         # (indicator, entity) -> newest reading time seen at the last evaluation
         self._last_ts: dict[tuple[str, str], datetime | None] = {}
         self.active: list[ActiveAlert] = []
+        # Moves on when `active` changes (by this evaluation or another process's);
+        # None until `active` has been read.
+        self.version: int | None = None
 
     async def load_active(self, conn: AsyncConnection[Any]) -> list[ActiveAlert]:
         """The active alerts, from the database."""
@@ -64,6 +67,13 @@ class AlertBook:
             ActiveAlert(i, ind, ent, d, SEVERITY.get(sev, Status.ATTENTION), v, th, at, n)
             for (i, ind, ent, d, sev, v, th, at, n) in rows
         ]
+
+    async def current(self, conn: AsyncConnection[Any]) -> list[ActiveAlert]:
+        """The active alerts as the last evaluation left them (read once at first)."""
+        if self.version is None:
+            self.active = await self.load_active(conn)
+            self.version = 1
+        return self.active
 
     async def evaluate(
         self, conn: AsyncConnection[Any], checks: tuple[EntityCheck, ...], now: datetime
@@ -141,7 +151,10 @@ class AlertBook:
                         cleared,
                     )
             changed = opened or escalated or counted or cleared
+            before = self.active
             self.active = await self.load_active(conn) if changed else list(active.values())
+        if self.version is None or changed or set(before) != set(self.active):
+            self.version = (self.version or 0) + 1
         # Only active alerts need the newest reading time of their entity remembered.
         keep = {(a.indicator, a.entity) for a in self.active}
         self._last_ts = {k: v for k, v in self._last_ts.items() if k in keep}

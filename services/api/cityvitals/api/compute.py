@@ -58,6 +58,7 @@ __all__ = [
     "Config",
     "EntityCheck",
     "Figure",
+    "Flagged",
     "Scope",
     "Site",
     "Snapshot",
@@ -65,6 +66,7 @@ __all__ = [
     "build_snapshot",
     "empty_snapshot",
     "entity_thresholds",
+    "flagged_checks",
 ]
 
 CITY = "city"
@@ -343,14 +345,51 @@ def build_snapshot(rows: EntityInputs, slow: SlowInputs, *, cfg: Config, now: da
     return _finish(b, rows.unassigned, rows.ingest, slow)
 
 
+@dataclass(frozen=True, slots=True)
+class Flagged:
+    """What the flagged entities add to a snapshot: their checks, and the worst entity
+    status per indicator of each scope they roll up to. Kept by the engine and added
+    again while those entities have not changed (most refreshes of a large city)."""
+
+    checks: tuple[EntityCheck, ...]
+    # district (None: no district) -> indicator -> worst status; and the city's
+    worst: dict[str | None, dict[str, Status]]
+    city: dict[str, Status]
+
+
+def flagged_checks(fast: FastInputs, *, cfg: Config, now: datetime) -> Flagged:
+    """The checks of `fast`'s flagged lots, huts, meters and energy sites."""
+    b = Builder(cfg, now, with_sites=False)
+    b.add_flagged(fast.lots, fast.huts, fast.meters, fast.site_loads)
+    return Flagged(
+        tuple(b.checks), {k: dict(a.worst) for k, a in b.accs.items()}, dict(b.city.worst)
+    )
+
+
 def build_fast_snapshot(
-    fast: FastInputs, slow: SlowInputs, *, cfg: Config, now: datetime
+    fast: FastInputs,
+    slow: SlowInputs,
+    *,
+    cfg: Config,
+    now: datetime,
+    flagged: Flagged | None = None,
 ) -> Snapshot:
     """Every indicator for the city and each district from sums and flagged entities;
-    no sites (those are built per district on demand with `build_snapshot`)."""
+    no sites (those are built per district on demand with `build_snapshot`).
+
+    `flagged` is the flagged entities' part when it is already known (else it is
+    computed from `fast`)."""
     b = Builder(cfg, now, with_sites=False)
     b.add_totals(fast.totals, fast.deposited)
-    b.add_flagged(fast.lots, fast.huts, fast.meters, fast.site_loads)
+    if flagged is None:
+        flagged = flagged_checks(fast, cfg=cfg, now=now)
+    b.checks.extend(flagged.checks)
+    for district, worst in flagged.worst.items():
+        acc, _ = b.scopes(district)
+        for indicator, status in worst.items():
+            acc.entity(indicator, status)
+    for indicator, status in flagged.city.items():
+        b.city.entity(indicator, status)
     return _finish(b, fast.unassigned, fast.ingest, slow)
 
 

@@ -42,12 +42,14 @@ from cityvitals.api.alerts import AlertBook
 from cityvitals.api.compute import (
     CITY,
     Config,
+    Flagged,
     Site,
     Snapshot,
     build_fast_snapshot,
     build_snapshot,
     empty_snapshot,
     entity_thresholds,
+    flagged_checks,
 )
 from cityvitals.api.documents import Served, district_doc, vitals_doc
 from cityvitals.api.fleet import Fleet, SyncResult
@@ -157,6 +159,9 @@ class Engine:
         self.last_sync: SyncResult | None = None
         # What the served snapshot was built from (minute, slow figures, ingest rows).
         self._inputs_of: tuple[datetime, queries.SlowInputs, list[Any]] | None = None
+        # The flagged entities' part of the last snapshot, and what it was built at
+        # (the city state's `flag_epoch`, the alerts' version, the minute).
+        self._flagged: tuple[tuple[int, int | None, datetime], Flagged] | None = None
         self.local_tz = local_tz
         self.clock = clock
         self.snapshot_interval_s = snapshot_interval_s
@@ -357,11 +362,26 @@ class Engine:
                 snap = replace(self.snapshot, computed_at=now)
                 slow_inputs = self.slow
             else:
-                active = await self.alerts.load_active(conn)
-                fast = self.fleet.inputs(now, active, ingest)
+                active = await self.alerts.current(conn)
+                # The flagged entities' checks are the last ones while none of those
+                # entities changed and neither did the active alerts (and at least once
+                # a minute, for another process's alert changes): then there is nothing
+                # new for the alerts either.
+                key = (self.fleet.flag_epoch, self.alerts.version, minute)
+                last = self._flagged
+                again = last is not None and last[0] == key
+                fast = self.fleet.inputs(now, active, ingest, flagged=not again)
+                if last is not None and again:
+                    flagged = last[1]
+                else:
+                    flagged = flagged_checks(fast, cfg=self.cfg, now=now)
                 slow_inputs = self.fleet.windowed(peaks)
-                snap = build_fast_snapshot(fast, slow_inputs, cfg=self.cfg, now=now)
-                await self.alerts.evaluate(conn, snap.checks, now)
+                snap = build_fast_snapshot(
+                    fast, slow_inputs, cfg=self.cfg, now=now, flagged=flagged
+                )
+                if not again:
+                    await self.alerts.evaluate(conn, snap.checks, now)
+                    self._flagged = (key, flagged)
             self._peaks = await self._sample(conn, snap, now, peaks)
             self._inputs_of = (minute, self._peaks, ingest)
             slow_inputs = replace(slow_inputs, peaks=self._peaks.peaks)

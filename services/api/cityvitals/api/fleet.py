@@ -360,6 +360,13 @@ class Fleet:
         self._ending: dict[int, list[Dev]] = {}
         self._seconds: list[int] = []
         self.swept_us = now_us
+        # Moves on whenever a flagged entity (or one becoming flagged) changes: while
+        # it stands still, the flagged entities' checks are those of the last refresh.
+        self.flag_epoch = getattr(self, "flag_epoch", 0) + 1
+        # Huts and meters (ids), lots and sites (keys) served for their active alerts
+        # at the last `inputs`: their changes move `flag_epoch` too.
+        self.watched: set[str] = set()
+        self.watched_groups: set[tuple[str | None, str]] = set()
 
     # -- reading -------------------------------------------------------------------
 
@@ -499,7 +506,7 @@ class Fleet:
                         site,
                         name,
                         iv,
-                        False,
+                        True,
                         v[1],
                         v[2],
                         v[3],
@@ -524,7 +531,7 @@ class Fleet:
                         site,
                         name,
                         iv,
-                        False,
+                        True,
                         bool(reg[6]),
                         reg[7],
                         v[1],
@@ -652,6 +659,8 @@ class Fleet:
 
     def _count(self, d: Dev, sign: int) -> None:
         """A device's current state entering (+1) or leaving (-1) the sums."""
+        if d.id in self.beyond_huts or d.id in self.beyond_meters or d.id in self.watched:
+            self.flag_epoch += 1
         on = d.counted
         rep = on and d.ts is not None
         s = self._sums(d.district, d.kind)
@@ -674,6 +683,8 @@ class Fleet:
                 heapq.heappush(self._seconds, second)
             bucket.append(d)
         group = self._group(d)
+        if group is not None and self._flagged_group(group):
+            self.flag_epoch += 1
         if d.kind == "parking":
             occupied = on and d.row is not None and d.row[0]
             low = on and d.row is not None and d.row[1]
@@ -726,6 +737,7 @@ class Fleet:
         )
         if flagged and sign > 0:
             self.beyond_huts.add(d.id)
+            self.flag_epoch += 1
         else:
             self.beyond_huts.discard(d.id)
 
@@ -752,12 +764,19 @@ class Fleet:
                 self._regroup(group)
         if (low_pf or volt) and sign > 0:
             self.beyond_meters.add(d.id)
+            self.flag_epoch += 1
         else:
             self.beyond_meters.discard(d.id)
+
+    def _flagged_group(self, g: Group) -> bool:
+        key = (g.district, g.site)
+        return key in self.beyond_lots or key in self.beyond_sites or key in self.watched_groups
 
     def _regroup(self, g: Group) -> None:
         """A lot's near-full count and flag, an energy site's flag, after a change."""
         key = (g.district, g.site)
+        if self._flagged_group(g):
+            self.flag_epoch += 1
         if key in self.lots and self.lots[key] is g:
             occupancy = g.occupied / g.reporting if g.reporting else None
             near = occupancy is not None and occupancy >= self.th.lot_near_full
@@ -766,6 +785,7 @@ class Fleet:
                 g.near_full = near
             if beyond(occupancy, self.occupancy):
                 self.beyond_lots.add(key)
+                self.flag_epoch += 1
             else:
                 self.beyond_lots.discard(key)
             return
@@ -773,6 +793,7 @@ class Fleet:
         share = g.load_kw / SCALE / contract if g.loads and contract else None
         if beyond(share, self.th.load_share):
             self.beyond_sites.add(key)
+            self.flag_epoch += 1
         else:
             self.beyond_sites.discard(key)
 
@@ -822,13 +843,18 @@ class Fleet:
     # -- serving -------------------------------------------------------------------
 
     def inputs(
-        self, now: datetime, active: Iterable[ActiveAlert], ingest: list[IngestRow]
+        self,
+        now: datetime,
+        active: Iterable[ActiveAlert],
+        ingest: list[IngestRow],
+        *,
+        flagged: bool = True,
     ) -> FastInputs:
-        """The per-second snapshot's inputs, as `queries.fetch_fast` would read them."""
+        """The per-second snapshot's inputs, as `queries.fetch_fast` would read them.
+
+        `flagged=False` leaves out the flagged entities (their checks are known: the
+        caller saw `flag_epoch` stand still)."""
         self.sweep(now)
-        alerted: dict[str, set[str]] = {}
-        for a in active:
-            alerted.setdefault(a.indicator, set()).add(a.entity)
         totals: list[Totals] = []
         for (district, kind), s in self.sums.items():
             if s.registered <= 0:
@@ -838,33 +864,42 @@ class Fleet:
                 s.newest = max(times) if times else None
                 s.stale_newest = False
             totals.append(_totals(district, kind, s))
-        lot_keys = set(self.beyond_lots)
-        if self.occupancy is not None:
-            lot_keys.update(
-                self.lot_entities[e] for e in alerted.get(LOT_ALERT, ()) if e in self.lot_entities
-            )
-        lots = [self.lots[k].lot_row() for k in lot_keys]
-        lots = [r for r in lots if r.reporting]
-        hut_ids = set(self.beyond_huts)
-        for ind in HUT_ALERTS:
-            hut_ids.update(alerted.get(ind, ()))
-        meter_ids = set(self.beyond_meters)
-        for ind in METER_ALERTS:
-            meter_ids.update(alerted.get(ind, ()))
-        site_keys = set(self.beyond_sites)
-        site_keys.update(
-            self.site_entities[e] for e in alerted.get(SITE_ALERT, ()) if e in self.site_entities
-        )
-        sites = [r for k in site_keys if (r := self.sites[k].load_row()) is not None]
-        return FastInputs(
-            lots=lots,
+        fast = FastInputs(
+            lots=[],
             totals=totals,
             deposited=[(d, c, kg / SCALE) for (d, c), (kg, n) in self.deposited.items() if n > 0],
-            huts=self._flagged(hut_ids, "waste"),
-            meters=self._flagged(meter_ids, "energy"),
-            site_loads=sites,
+            huts=[],
+            meters=[],
+            site_loads=[],
             unassigned=self.unassigned,
             ingest=ingest,
+        )
+        if not flagged:
+            return fast
+        alerted: dict[str, set[str]] = {}
+        for a in active:
+            alerted.setdefault(a.indicator, set()).add(a.entity)
+        watched_lots: set[tuple[str | None, str]] = set()
+        if self.occupancy is not None:
+            watched_lots = {
+                self.lot_entities[e] for e in alerted.get(LOT_ALERT, ()) if e in self.lot_entities
+            }
+        lots = [self.lots[k].lot_row() for k in self.beyond_lots | watched_lots]
+        watched: set[str] = set()
+        for ind in (*HUT_ALERTS, *METER_ALERTS):
+            watched.update(alerted.get(ind, ()))
+        watched_sites = {
+            self.site_entities[e] for e in alerted.get(SITE_ALERT, ()) if e in self.site_entities
+        }
+        self.watched = watched
+        self.watched_groups = watched_lots | watched_sites
+        sites = self.beyond_sites | watched_sites
+        return replace(
+            fast,
+            lots=[r for r in lots if r.reporting],
+            huts=self._flagged(self.beyond_huts | watched, "waste"),
+            meters=self._flagged(self.beyond_meters | watched, "energy"),
+            site_loads=[r for k in sites if (r := self.sites[k].load_row()) is not None],
         )
 
     def windowed(self, slow: SlowInputs) -> SlowInputs:
@@ -885,8 +920,9 @@ class Fleet:
         rows = []
         for device_id in ids:
             d = self.devices.get(device_id)
+            # Rows are made `online` (only counted devices' are served).
             if d is not None and d.kind == kind and d.counted and d.row is not None:
-                rows.append(replace(d.row, online=True) if not d.row.online else d.row)
+                rows.append(d.row)
         return rows
 
 
