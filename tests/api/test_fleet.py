@@ -32,6 +32,7 @@ from cityvitals.api.alerts import AlertBook
 from cityvitals.api.compute import (
     Config,
     Flagged,
+    FlaggedState,
     Snapshot,
     build_fast_snapshot,
     entity_thresholds,
@@ -165,7 +166,10 @@ def _day(now: datetime) -> dict[str, Any]:
 
 
 async def _compare(
-    url: str, fleet: Fleet, now: datetime
+    url: str,
+    fleet: Fleet,
+    now: datetime,
+    kept: tuple[FlaggedState, list[Flagged]] | None = None,
 ) -> tuple[Snapshot, Snapshot, tuple[int, Flagged]]:
     day = _day(now)
     th = entity_thresholds(CFG.catalogue)
@@ -178,6 +182,20 @@ async def _compare(
     epoch = fleet.flag_epoch
     inputs = fleet.inputs(now, active, ingest)
     flagged = flagged_checks(inputs, cfg=CFG, now=now)
+    if kept is not None:
+        # The engine's flagged checks, kept from refresh to refresh, equal these, and
+        # what it evaluates in between (the checks it calls new) holds every new one.
+        state, previous = kept
+        inc, changed = state.update(inputs, cfg=CFG, now=now)
+        assert sorted(map(repr, inc.checks)) == sorted(map(repr, flagged.checks))
+        assert inc.city == flagged.city
+        assert inc.worst == {k: v for k, v in flagged.worst.items() if v}
+        old = set(previous[-1].checks) if previous else set()
+        assert set(inc.checks) - old <= set(changed)
+        again, none = state.update(inputs, cfg=CFG, now=now)
+        assert (again, none) == (inc, [])
+        previous.append(inc)
+        flagged = inc
     mine = build_fast_snapshot(inputs, fleet.windowed(slow), cfg=CFG, now=now, flagged=flagged)
     return mine, build_fast_snapshot(fast, slow, cfg=CFG, now=now), (epoch, flagged)
 
@@ -264,11 +282,12 @@ def test_the_folded_city_state_equals_the_snapshot_from_scratch(database_url: st
         fleet = Fleet(th, OCCUPANCY, now=BASE)
         with ThreadPoolExecutor(1) as pool:
             built: list[tuple[int, Flagged]] = []
+            kept: tuple[FlaggedState, list[Flagged]] = (FlaggedState(), [])
 
             def refresh(minute: int) -> None:
                 now = BASE + timedelta(minutes=minute, seconds=45)
                 mine, theirs, flagged = pool.submit(
-                    asyncio.run, _compare(database_url, fleet, now)
+                    asyncio.run, _compare(database_url, fleet, now, kept)
                 ).result()
                 compared["values"] += same_snapshot(mine, theirs, set())
                 compared["refreshes"] += 1

@@ -15,6 +15,7 @@ table (the database is the truth, so several API processes agree):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -54,6 +55,8 @@ class AlertBook:
         # Moves on when `active` changes (by this evaluation or another process's);
         # None until `active` has been read.
         self.version: int | None = None
+        # The keys of `active` at a version.
+        self._known: tuple[int | None, set[tuple[str, str]]] = (None, set())
 
     async def load_active(self, conn: AsyncConnection[Any]) -> list[ActiveAlert]:
         """The active alerts, from the database."""
@@ -76,9 +79,29 @@ class AlertBook:
         return self.active
 
     async def evaluate(
-        self, conn: AsyncConnection[Any], checks: tuple[EntityCheck, ...], now: datetime
+        self,
+        conn: AsyncConnection[Any],
+        checks: Sequence[EntityCheck],
+        now: datetime,
+        *,
+        partial: bool = False,
     ) -> None:
-        """Open, escalate and clear alerts for one snapshot, in one transaction."""
+        """Open, escalate and clear alerts for one snapshot, in one transaction.
+
+        `partial`: `checks` are only those that changed since the last evaluation (an
+        unchanged check against an unchanged alert has nothing left to do), and when
+        none of them is past normal or about an active alert as last read, the table
+        is not read at all."""
+        if partial:
+            if self._known[0] != self.version:
+                self._known = (self.version, {(a.indicator, a.entity) for a in self.active})
+            known = self._known[1]
+            if not any(
+                c.status > Status.NORMAL or (c.indicator, c.entity) in known for c in checks
+            ):
+                for c in checks:
+                    self._last_ts.pop((c.indicator, c.entity), None)
+                return
         opened: list[tuple[Any, ...]] = []
         escalated: list[tuple[Any, ...]] = []
         counted: list[tuple[Any, ...]] = []

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import assert_never
+from typing import Any, assert_never
 
 from cityvitals.api.indicators import (
     BREAKDOWNS,
@@ -59,6 +59,7 @@ __all__ = [
     "EntityCheck",
     "Figure",
     "Flagged",
+    "FlaggedState",
     "Scope",
     "Site",
     "Snapshot",
@@ -154,6 +155,8 @@ class Builder:
         self.city = Acc()
         self.sites: dict[str, list[Site]] = {d.id: [] for d in DISTRICTS}
         self.checks: list[EntityCheck] = []
+        # Beside each check: whether it rolls up to its scopes' status.
+        self.counted: list[bool] = []
         th = self.th = entity_thresholds(cfg.catalogue)
         self.th_full = th.full
         self.th_fire = th.fire
@@ -193,6 +196,7 @@ class Builder:
         self.checks.append(
             EntityCheck(indicator, entity, district, status, value, threshold, clear, newest)
         )
+        self.counted.append(counted)
         if counted:
             for acc in self.scopes(district):
                 acc.entity(indicator, status)
@@ -364,6 +368,99 @@ def flagged_checks(fast: FastInputs, *, cfg: Config, now: datetime) -> Flagged:
     return Flagged(
         tuple(b.checks), {k: dict(a.worst) for k, a in b.accs.items()}, dict(b.city.worst)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    row: Any
+    checks: tuple[EntityCheck, ...]
+    counted: tuple[bool, ...]
+
+
+class FlaggedState:
+    """The flagged entities' checks kept from refresh to refresh: only the entities
+    whose row changed are checked again (`flagged_checks` is the same from scratch).
+
+    Huts and meters are the city state's own row objects, the same object while the
+    device is unchanged; lots and energy sites are made at each refresh and compared
+    by value. Each scope's worst entity status comes from counts of statuses per
+    (scope, indicator), moved as entities come, change and go."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, Any], _Entry] = {}
+        # (district, indicator) -> status -> entities counted there; and the city's
+        self._counts: dict[tuple[str | None, str], dict[Status, int]] = {}
+        self._city: dict[str, dict[Status, int]] = {}
+
+    def update(
+        self, fast: FastInputs, *, cfg: Config, now: datetime
+    ) -> tuple[Flagged, list[EntityCheck]]:
+        """The flagged part of `fast`, and the checks that are new since the last call."""
+        b = Builder(cfg, now, with_sites=False)
+        changed: list[EntityCheck] = []
+        seen: set[tuple[str, Any]] = set()
+        entries = self._entries
+
+        def one(key: tuple[str, Any], row: Any, by_value: bool, check: Any) -> None:
+            seen.add(key)
+            old = entries.get(key)
+            if old is not None and (old.row == row if by_value else old.row is row):
+                return
+            if old is not None:
+                self._move(old, -1)
+            b.checks.clear()
+            b.counted.clear()
+            check(row)
+            entry = _Entry(row, tuple(b.checks), tuple(b.counted))
+            entries[key] = entry
+            self._move(entry, +1)
+            changed.extend(entry.checks)
+
+        for lot in fast.lots:
+            one(("lot", (lot.district, lot.site)), lot, True, lambda r: parking.lot_check(b, r))
+        for h in fast.huts:
+            one(("hut", h.device_id), h, False, lambda r: _hut(b, r))
+        for m in fast.meters:
+            one(("meter", m.device_id), m, False, lambda r: energy.meter_checks(b, r))
+        for site in fast.site_loads:
+            one(("site", (site.district, site.site)), site, True, lambda r: _site(b, r))
+        for key in [k for k in entries if k not in seen]:
+            self._move(entries.pop(key), -1)
+        worst: dict[str | None, dict[str, Status]] = {}
+        for (district, indicator), counts in self._counts.items():
+            if (st := _worst(counts)) is not None:
+                worst.setdefault(district, {})[indicator] = st
+        city = {
+            indicator: st
+            for indicator, counts in self._city.items()
+            if (st := _worst(counts)) is not None
+        }
+        checks = tuple(c for e in entries.values() for c in e.checks)
+        return Flagged(checks, worst, city), changed
+
+    def _move(self, entry: _Entry, sign: int) -> None:
+        for c, counted in zip(entry.checks, entry.counted, strict=True):
+            if not counted or c.status == Status.NORMAL:
+                continue
+            for counts in (
+                self._counts.setdefault((c.district, c.indicator), {}),
+                self._city.setdefault(c.indicator, {}),
+            ):
+                counts[c.status] = counts.get(c.status, 0) + sign
+
+
+def _worst(counts: dict[Status, int]) -> Status | None:
+    """The worst status some entity has (None: none above normal)."""
+    return max((st for st, n in counts.items() if n > 0), default=None)
+
+
+def _hut(b: Builder, h: HutRow) -> None:
+    waste.hut_checks(b, h)
+    waste.fill_check(b, h, reporting=True)
+
+
+def _site(b: Builder, s: SiteLoadRow) -> None:
+    energy.load_check(b, s.district, s.site, s.load_kw, s.contract_kw, s.newest)
 
 
 def build_fast_snapshot(

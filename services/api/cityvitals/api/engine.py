@@ -42,14 +42,15 @@ from cityvitals.api.alerts import AlertBook
 from cityvitals.api.compute import (
     CITY,
     Config,
+    EntityCheck,
     Flagged,
+    FlaggedState,
     Site,
     Snapshot,
     build_fast_snapshot,
     build_snapshot,
     empty_snapshot,
     entity_thresholds,
-    flagged_checks,
 )
 from cityvitals.api.documents import Served, district_doc, vitals_doc
 from cityvitals.api.fleet import Fleet, SyncResult
@@ -162,6 +163,7 @@ class Engine:
         # The flagged entities' part of the last snapshot, and what it was built at
         # (the city state's `flag_epoch`, the alerts' version, the minute).
         self._flagged: tuple[tuple[int, int | None, datetime], Flagged] | None = None
+        self.flagged = FlaggedState()
         self.local_tz = local_tz
         self.clock = clock
         self.snapshot_interval_s = snapshot_interval_s
@@ -337,12 +339,16 @@ class Engine:
                 peaks = await queries.fetch_peaks(
                     conn, now=now, day=day["day"], midnight=day["midnight"]
                 )
+            started = time.perf_counter()
             synced = await self.fleet.sync(conn, **day)
+            took = round(time.perf_counter() - started, 3)
             if synced.reloaded:
                 # Millions of long-lived objects: out of the cyclic collector's sight,
                 # or each full collection would walk them all (a pause for the screens).
                 gc.freeze()
-                log.info("city state loaded", devices=synced.devices)
+                log.info("city state loaded", devices=synced.devices, seconds=took)
+            elif synced.rewindowed:
+                log.info("windowed figures read again", devices=synced.rewindowed, seconds=took)
             self.last_sync = synced
             ingest = await queries.fetch_ingest(conn, now)
             minute = now.replace(second=0, microsecond=0)
@@ -371,16 +377,23 @@ class Engine:
                 last = self._flagged
                 again = last is not None and last[0] == key
                 fast = self.fleet.inputs(now, active, ingest, flagged=not again)
+                changed: list[EntityCheck] = []
                 if last is not None and again:
                     flagged = last[1]
                 else:
-                    flagged = flagged_checks(fast, cfg=self.cfg, now=now)
+                    flagged, changed = self.flagged.update(fast, cfg=self.cfg, now=now)
                 slow_inputs = self.fleet.windowed(peaks)
                 snap = build_fast_snapshot(
                     fast, slow_inputs, cfg=self.cfg, now=now, flagged=flagged
                 )
                 if not again:
-                    await self.alerts.evaluate(conn, snap.checks, now)
+                    # Every check once a minute (another process may have changed the
+                    # alerts); in between only the entities checked anew: an unchanged
+                    # check against an unchanged alert has nothing left to do.
+                    if last is None or last[0][2] != minute:
+                        await self.alerts.evaluate(conn, snap.checks, now)
+                    else:
+                        await self.alerts.evaluate(conn, changed, now, partial=True)
                     self._flagged = (key, flagged)
             self._peaks = await self._sample(conn, snap, now, peaks)
             self._inputs_of = (minute, self._peaks, ingest)
