@@ -61,6 +61,8 @@ class Sizes:
     http_seconds: int
     visible_samples: int
     quiet_seconds: int
+    # Messages queued for each drain of the write section (scripts/bench_write.py).
+    drain_messages: int
 
 
 FULL = Sizes(
@@ -76,6 +78,7 @@ FULL = Sizes(
     http_seconds=15,
     visible_samples=10,
     quiet_seconds=60,
+    drain_messages=100_000,
 )
 QUICK = Sizes(
     runs=1,
@@ -90,6 +93,7 @@ QUICK = Sizes(
     http_seconds=3,
     visible_samples=5,
     quiet_seconds=5,
+    drain_messages=5_000,
 )
 
 
@@ -962,7 +966,10 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--full", action="store_true", help="every benchmark at full size")
     mode.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run")
     parser.add_argument(
-        "--only", nargs="*", default=[], choices=["parse", "ingest", "drain", "burst", "api"]
+        "--only",
+        nargs="*",
+        default=[],
+        choices=["parse", "ingest", "drain", "write", "burst", "api"],
     )
     parser.add_argument("--out", type=Path)
     parser.add_argument("--keep", action="store_true", help="keep the servers' data")
@@ -977,7 +984,7 @@ def main(argv: list[str] | None = None) -> int:
             # A month of history for millions of devices takes longer than the rest.
             sizes = replace(sizes, history_days=(1,))
     out = args.out or (ROOT / ("bench-results/quick.md" if args.quick else "docs/benchmarks.md"))
-    chosen = args.only or ["parse", "ingest", "drain", "burst", "api"]
+    chosen = args.only or ["parse", "ingest", "drain", "write", "burst", "api"]
     # Fail before minutes of work, not after: every tool the chosen parts run.
     needed = {"api": ["wrk"]}
     missing = sorted({t for part in chosen for t in needed.get(part, []) if not shutil.which(t)})
@@ -990,6 +997,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="cityvitals-bench-"))
     work.chmod(0o711)
     bench = Bench(sizes, work)
+    # Imported here, not above: it builds on this module's helpers.
+    from scripts.bench_write import bench_write
+
     started = time.monotonic()
     with bench.servers():
         for name in chosen:
@@ -998,6 +1008,7 @@ def main(argv: list[str] | None = None) -> int:
                 "parse": bench_parse,
                 "ingest": bench_ingest,
                 "drain": bench_drain,
+                "write": bench_write,
                 "burst": bench_burst,
                 "api": bench_api,
             }[name](bench)
