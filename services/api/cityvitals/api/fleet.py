@@ -136,6 +136,15 @@ _MOVES_WINDOW = (
     "WHERE device_id = ANY(%(ids)s) AND hour > %(moves_since)s AND hour <= %(now)s "
     "GROUP BY device_id"
 )
+# The same over every device, for when a window moves on.
+_SEQ_ALL = (
+    "SELECT device_id, sum(n)::bigint, max(max_seq) - min(min_seq) + 1 FROM seq_10m "
+    "WHERE bucket > %(seq_since)s AND bucket <= %(now)s GROUP BY device_id"
+)
+_MOVES_ALL = (
+    "SELECT device_id, sum(transitions)::bigint FROM parking_hourly "
+    "WHERE hour > %(moves_since)s AND hour <= %(now)s GROUP BY device_id"
+)
 # `seq_10m` buckets start on every 10 minutes, `parking_hourly` hours on every hour: the
 # buckets inside "the last hour" and "the last 24 hours" change only when `now` crosses
 # such a boundary, and each window is named by the boundary it last crossed.
@@ -317,7 +326,8 @@ class SyncResult:
     reloaded: bool
     devices: int
     expired: int
-    # Devices read again because a window moved on (`seq_10m`'s every 10 minutes).
+    # Devices whose windowed figures changed because a window moved on (`seq_10m`'s
+    # every 10 minutes).
     rewindowed: int = 0
 
 
@@ -407,8 +417,9 @@ class Fleet:
             for i in range(0, len(ids), CHUNK):
                 n += await self._read(conn, params, ids[i : i + CHUNK], now_us)
         rewindowed = 0
-        if not reload and windows != self.windows:
-            rewindowed = await self._rewindow(conn, params)
+        if not reload and self.windows is not None and windows != self.windows:
+            seq, moves = (new != old for new, old in zip(windows, self.windows, strict=True))
+            rewindowed = await self._rewindow(conn, params, seq=seq, moves=moves)
         self.windows = windows
         self.xmin = xmin
         self.day = day
@@ -428,22 +439,61 @@ class Fleet:
             moves = {r[0]: int(r[1]) for r in await cur.fetchall()}
         return comp, moves
 
-    async def _rewindow(self, conn: AsyncConnection[Any], params: dict[str, Any]) -> int:
-        """Read every device's windowed figures again: a window has moved on."""
-        ids = list(self.devices)
-        for i in range(0, len(ids), CHUNK):
-            chunk = ids[i : i + CHUNK]
-            comp, moves = await self._windowed(conn, params | {"ids": chunk}, {"parking"})
-            for device_id in chunk:
-                d = self.devices.get(device_id)
-                if d is None:
-                    continue
-                c, m = comp.get(device_id), moves.get(device_id, 0)
-                if c != d.comp or m != d.moves:
-                    self._count(d, -1)
-                    d.comp, d.moves = c, m
-                    self._count(d, +1)
-        return len(ids)
+    async def _rewindow(
+        self, conn: AsyncConnection[Any], params: dict[str, Any], *, seq: bool, moves: bool
+    ) -> int:
+        """Read every device's windowed figures again where a window has moved on:
+        `seq` the last hour's completeness, `moves` the last day's turnover.
+
+        One pass over the window's rows (not a keyed read per device: at 2,000,000
+        devices that took twice as long), streamed, each value moved into its sums."""
+        devices = self.devices
+        changed = 0
+        passes = [(_SEQ_ALL, False)] if seq else []
+        if moves:
+            passes.append((_MOVES_ALL, True))
+        for query, turnover in passes:
+            if turnover:
+                old = {k for k, d in devices.items() if d.moves}
+            else:
+                old = {k for k, d in devices.items() if d.comp is not None}
+            async with conn.transaction(), conn.cursor(name="cityvitals_rewindow") as cur:
+                cur.itersize = CHUNK
+                await cur.execute(query, params)
+                async for row in cur:
+                    d = devices.get(row[0])
+                    if d is None:
+                        continue
+                    old.discard(row[0])
+                    if turnover:
+                        changed += self._set_window(d, d.comp, int(row[1]))
+                    else:
+                        changed += self._set_window(d, (int(row[1]), int(row[2])), d.moves)
+            for device_id in old:
+                d = devices[device_id]
+                if turnover:
+                    changed += self._set_window(d, d.comp, 0)
+                else:
+                    changed += self._set_window(d, None, d.moves)
+        return changed
+
+    def _set_window(self, d: Dev, comp: tuple[int, int] | None, moves: int) -> bool:
+        """A device's windowed figures, moved into its sums (what `_count` adds);
+        whether they changed."""
+        if comp == d.comp and moves == d.moves:
+            return False
+        if d.counted:
+            s = self._sums(d.district, d.kind)
+            if d.comp is not None:
+                s.received -= d.comp[0]
+                s.expected -= max(d.comp)
+            if comp is not None:
+                s.received += comp[0]
+                s.expected += max(comp)
+            if d.kind == "parking":
+                s.transitions += moves - d.moves
+        d.comp, d.moves = comp, moves
+        return True
 
     async def _load(self, conn: AsyncConnection[Any], params: dict[str, Any], now_us: int) -> int:
         """Read every device, a page of keys at a time (bounded memory at any size)."""
