@@ -37,7 +37,7 @@ from cityvitals.payloads import CATEGORIES, DeviceStatus, Event, Limits, Reading
 from cityvitals.reasons import Reason, Rejection
 from cityvitals.topics import Kind
 from tests.collector.test_ingest import Factory
-from tests.fix_services import CollectorProcess, Publisher
+from tests.fix_services import CollectorProcess, Publisher, wait_until
 from tests.store.refusal import REFUSED_KW, install_refusal
 
 NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
@@ -442,6 +442,14 @@ class Watch:
     def __init__(self, collector: CollectorProcess) -> None:
         self.collector = collector
         self.database_up: list[float] = []
+        # Subscribed is not yet "has reached the database": the gauge reads 0 until the
+        # first database operation, which on a loaded machine may come a scrape later.
+        # What is watched is whether hostile input ever takes the database away.
+        wait_until(
+            lambda: collector.metrics().get("cityvitals_collector_database_up") == 1.0,
+            30,
+            "the collector's first database operation",
+        )
 
     def metrics(self) -> dict[str, float]:
         self._alive()
