@@ -137,7 +137,7 @@ class AckingSubscriber:
     `ack_many`, as the collector's writer loop does after each commit.
     """
 
-    def __init__(self, client: TunedClient, prefix: str) -> None:
+    def __init__(self, client: TunedClient, prefix: str, *, raw: bool = False) -> None:
         topic_filter = f"{prefix}/#"
         # Outside the filter, so the round trip in `close` brings nothing back to us.
         self.barrier_topic = f"{prefix}-settled"
@@ -150,13 +150,18 @@ class AckingSubscriber:
         client.on_connect = lambda c, *_: c.subscribe(topic_filter, qos=1)
         client.on_subscribe = lambda *_: self.subscribed.set()
         client.on_message = self._on_message
+        if raw:
+            # PUBLISH packets cut straight from the receive buffer, as the collector takes them.
+            client.on_publish_raw = self._on_raw
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        self._on_raw(msg._topic, bytes(msg.payload), msg.mid, msg.qos)
+
+    def _on_raw(self, topic: bytes, payload: bytes, mid: int, qos: int) -> None:
         with self.lock:
-            payload = bytes(msg.payload)
             self.payloads.append(payload)
-            self.unacked.append((msg.mid, payload))
-            self.qos.add(msg.qos)
+            self.unacked.append((mid, payload))
+            self.qos.add(qos)
 
     def connect(self, host: str, port: int) -> None:
         """Connect, keeping the session, and wait for the SUBACK."""

@@ -6,10 +6,13 @@ import ssl
 import uuid
 from collections import deque
 from collections.abc import Iterator
+from typing import Any
 
 import paho.mqtt
 import paho.mqtt.client as mqtt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from structlog.testing import capture_logs
 
@@ -111,16 +114,26 @@ def test_ack_many_sends_nothing_when_paho_acknowledges_itself() -> None:
 # --- the reader, on a scripted TLS-like socket ---------------------------------------
 
 
-def _publish_packet(topic: str, payload: bytes) -> bytes:
-    """An MQTT 5 QoS 0 PUBLISH (§3.3): topic, empty properties, payload."""
-    body = len(topic).to_bytes(2, "big") + topic.encode() + b"\x00" + payload
+def _publish_packet(
+    topic: str, payload: bytes, *, qos: int = 0, mid: int = 0, properties: bytes = b"\x00"
+) -> bytes:
+    """An MQTT 5 PUBLISH (§3.3): topic, packet id (QoS 1, 2), properties, payload."""
+    name = topic.encode()
+    body = len(name).to_bytes(2, "big") + name
+    if qos:
+        body += mid.to_bytes(2, "big")
+    return _packet(0x30 | qos << 1, body + properties + payload)
+
+
+def _packet(head: int, body: bytes) -> bytes:
+    """A control packet: its fixed header byte, remaining length (§1.5.5), body."""
     length, n = b"", len(body)
     while True:
         n, digit = divmod(n, 128)
         length += bytes([digit | (0x80 if n else 0)])
         if not n:
             break
-    return b"\x30" + length + body
+    return bytes([head]) + length + body
 
 
 class ScriptedSocket:
@@ -160,11 +173,13 @@ class ScriptedSocket:
         pass
 
 
-@pytest.fixture
-def reading() -> Iterator[tuple[TunedClient, list[bytes]]]:
+@pytest.fixture(params=["paho", "raw"])
+def reading(request: pytest.FixtureRequest) -> Iterator[tuple[TunedClient, list[bytes]]]:
     client = _client()
     got: list[bytes] = []
     client.on_message = lambda c, u, msg: got.append(bytes(msg.payload))
+    if request.param == "raw":
+        client.on_publish_raw = lambda topic, payload, mid, qos: got.append(payload)
     yield client, got
     client._sock = None
 
@@ -209,16 +224,114 @@ def test_a_large_packet_over_many_records_is_read_in_one_wakeup(
     assert got == [b"z" * 300_000]
 
 
+# What a subscriber meets in one stream: the PUBLISH packets the raw path takes whole,
+# and those it must leave to paho's reader, with other packets between them.
+MIXED: list[tuple[bytes, tuple[str, bytes, int, int] | None, bool]] = [
+    # (packet, what it delivers (topic, payload, packet id, QoS) or None, taken raw)
+    (_publish_packet("c/energy/m1/telemetry", b'{"a":1}', qos=1, mid=7), None, True),
+    (_publish_packet("c/energy/m2/telemetry", b"", qos=1, mid=65535), None, True),
+    (_packet(0xD0, b""), None, False),  # PINGRESP
+    (_publish_packet("c/parking/p/telemetry", b"zero"), None, True),
+    # A payload format indicator (property 0x01): paho parses properties.
+    (
+        _publish_packet("c/w/h/telemetry", b"prop", qos=1, mid=9, properties=b"\x02\x01\x01"),
+        None,
+        False,
+    ),
+    (_publish_packet("$SYS/broker/version", b"mosquitto version 2.1.2"), None, False),
+    (
+        _publish_packet("c/energy/big/telemetry", b"B" * (RECV_CHUNK + 10), qos=1, mid=10),
+        None,
+        False,
+    ),
+    (_publish_packet("c/energy/m1/telemetry", "ü".encode() * 3, qos=1, mid=8), None, True),
+    (_publish_packet("c/\u00e9/x/telemetry", b"utf8 topic", qos=1, mid=11), None, True),
+]
+
+
+def _delivered(packet: bytes) -> tuple[bytes, bytes, int, int]:
+    qos = (packet[0] >> 1) & 3
+    client = _client()
+    got: list[tuple[bytes, bytes, int, int]] = []
+    client.on_message = lambda c, u, m: got.append((m._topic, bytes(m.payload), m.mid, m.qos))
+    client._sock = ScriptedSocket([packet])
+    client.loop_read()
+    client._sock = None
+    assert len(got) == 1, qos
+    return got[0]
+
+
+def _read_all(records: list[bytes], raw: bool) -> tuple[list[Any], list[str]]:
+    client = _client()
+    got: list[tuple[bytes, bytes, int, int]] = []
+    paths: list[str] = []
+
+    def on_message(c: mqtt.Client, u: object, m: mqtt.MQTTMessage) -> None:
+        got.append((m._topic, bytes(m.payload), m.mid, m.qos))
+        paths.append("paho")
+
+    def on_raw(topic: bytes, payload: bytes, mid: int, qos: int) -> None:
+        got.append((topic, payload, mid, qos))
+        paths.append("raw")
+
+    client.on_message = on_message
+    if raw:
+        client.on_publish_raw = on_raw
+    client._sock = ScriptedSocket(records)
+    assert client.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert not client.has_unread_input()
+    client._sock = None
+    return got, paths
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    order=st.permutations(range(len(MIXED))),
+    cuts=st.lists(st.integers(min_value=1, max_value=RECV_CHUNK + 400), max_size=12),
+)
+def test_the_raw_path_delivers_what_paho_does_in_the_same_order(
+    order: list[int], cuts: list[int]
+) -> None:
+    """However the stream is cut into reads, the raw path hands over exactly what
+    paho's reader would, in the same order, and takes only the plain PUBLISH packets."""
+    stream = b"".join(MIXED[i][0] for i in order)
+    points = sorted({c % len(stream) for c in cuts} - {0})
+    records = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+    by_paho, paho_paths = _read_all(records, raw=False)
+    by_raw, raw_paths = _read_all(records, raw=True)
+    assert by_raw == by_paho
+    assert set(paho_paths) == {"paho"}
+    publishes = [i for i in order if MIXED[i][0][0] & 0xF0 == 0x30]
+    assert raw_paths == ["raw" if MIXED[i][2] else "paho" for i in publishes]
+    assert by_raw == [_delivered(MIXED[i][0]) for i in publishes]
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["paho", "raw"])
+def test_a_malformed_length_is_refused_on_both_paths(raw: bool) -> None:
+    client = _client()
+    if raw:
+        client.on_publish_raw = lambda *_: pytest.fail("a malformed packet was delivered")
+    client.on_message = lambda *_: pytest.fail("a malformed packet was delivered")
+    client._sock = ScriptedSocket([b"\x32\xff\xff\xff\xff\x01" + b"x" * 50])
+    assert client.loop_read() == MQTTErrorCode.MQTT_ERR_PROTOCOL
+    client._sock = None
+
+
 # --- through the real broker ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("tuned", [True, False], ids=["tuned", "stock"])
+RECEIVE_PATHS = pytest.mark.parametrize(
+    ("tuned", "raw"), [(True, True), (True, False), (False, False)], ids=["raw", "tuned", "stock"]
+)
+
+
+@RECEIVE_PATHS
 def test_every_message_is_received_and_acknowledged(
-    mqtt_url: str, topic_prefix: str, publisher: Publisher, tuned: bool
+    mqtt_url: str, topic_prefix: str, publisher: Publisher, tuned: bool, raw: bool
 ) -> None:
     target = parse_mqtt_url(mqtt_url)
     client_id = f"fast-{uuid.uuid4().hex[:8]}"
-    sub = AckingSubscriber(new_client(client_id, tuned=tuned), topic_prefix)
+    sub = AckingSubscriber(new_client(client_id, tuned=tuned), topic_prefix, raw=raw)
     assert sub.client.tuned is tuned
     sub.connect(target.host, target.port)
     sent = [f"reading-{i}".encode() * (1 + i % 40) for i in range(3000)]
@@ -238,13 +351,13 @@ def test_every_message_is_received_and_acknowledged(
     assert again == []
 
 
-@pytest.mark.parametrize("tuned", [True, False], ids=["tuned", "stock"])
+@RECEIVE_PATHS
 def test_only_what_was_not_acknowledged_comes_back(
-    mqtt_url: str, topic_prefix: str, publisher: Publisher, tuned: bool
+    mqtt_url: str, topic_prefix: str, publisher: Publisher, tuned: bool, raw: bool
 ) -> None:
     target = parse_mqtt_url(mqtt_url)
     client_id = f"fast-{uuid.uuid4().hex[:8]}"
-    sub = AckingSubscriber(new_client(client_id, tuned=tuned), topic_prefix)
+    sub = AckingSubscriber(new_client(client_id, tuned=tuned), topic_prefix, raw=raw)
     sub.connect(target.host, target.port)
     sent = [f"m{i}".encode() for i in range(500)]
     withheld = set(sent[::97])

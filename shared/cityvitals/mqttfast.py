@@ -15,7 +15,15 @@ parsing, DISCONNECT) and changes only:
 - `loop_read`: every complete packet already received is handled per wake-up, not
   one;
 - `ack_many`: the PUBACKs of a batch (MQTT 5 §3.4; the reason code is left out,
-  which means success, §3.4.2.1) leave as one queued write.
+  which means success, §3.4.2.1) leave as one queued write;
+- `on_publish_raw` (optional, with `manual_ack=True`): the QoS 0 and 1 PUBLISH
+  packets (MQTT 5 §3.3) that lie whole in the buffer are cut out of it in one loop
+  and handed over as (topic, payload, packet id, QoS) bytes, without paho's
+  `MQTTMessage`, its properties object, its debug formatting and its callback
+  matching. That is most of what a stock subscriber spends per message. Any packet
+  the loop does not take whole (another type, QoS 2, properties, a `$` topic, a
+  packet larger than `RECV_CHUNK`, a malformed length) is left where it is for
+  paho's own reader, and the loop goes on after it.
 
 All three rest on private parts of paho-mqtt (`PAHO_METHODS`, `PAHO_STATE`), so they
 are used only when paho is the version the lock file pins (`PINNED_PAHO`) and every
@@ -36,7 +44,8 @@ packet waits for a wake-up that never comes.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import paho.mqtt
@@ -51,6 +60,12 @@ RECV_CHUNK = 256 * 1024
 # MQTT 5 §3.4.1: PUBACK's fixed header byte; remaining length 2 is the packet id alone.
 _PUBACK = 0x40
 _PUBACK_FMT = struct.Struct("!BBH")
+# MQTT 5 §3.3.1: a PUBLISH's fixed header is 0x3_ (DUP, QoS and RETAIN in the low bits).
+_PUBLISH = 0x30
+_DOLLAR = 0x24
+
+# (topic, payload, packet id (0 for QoS 0), QoS) of a PUBLISH taken from the buffer.
+RawPublish = Callable[[bytes, bytes, int, int], None]
 
 # paho methods the overrides call or replace.
 PAHO_METHODS: tuple[str, ...] = (
@@ -61,7 +76,14 @@ PAHO_METHODS: tuple[str, ...] = (
     "_loop_rc_handle",
 )
 # paho state they read, set by paho's constructor.
-PAHO_STATE: tuple[str, ...] = ("_sock", "_in_packet", "_manual_ack")
+PAHO_STATE: tuple[str, ...] = (
+    "_sock",
+    "_in_packet",
+    "_manual_ack",
+    "_protocol",
+    "_msgtime_mutex",
+    "_last_bytes_received",
+)
 
 
 def private_api_problem(
@@ -93,6 +115,8 @@ class TunedClient(mqtt.Client):
         super().__init__(*args, **kwargs)
         self._rbuf = b""
         self._rpos = 0
+        # Set it to take PUBLISH packets straight from the buffer (module docstring).
+        self.on_publish_raw: RawPublish | None = None
         problem = (
             private_api_problem(self, methods=self.EXTRA_METHODS, state=self.EXTRA_STATE)
             if tuned
@@ -147,6 +171,13 @@ class TunedClient(mqtt.Client):
         while True:
             if self._sock is None:
                 return MQTTErrorCode.MQTT_ERR_NO_CONN
+            if (
+                self.on_publish_raw is not None
+                and self._manual_ack
+                and self._in_packet["command"] == 0
+                and self._take_publishes(self.on_publish_raw)
+            ):
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
             rc = self._packet_read()
             if rc > 0:
                 return self._loop_rc_handle(rc)
@@ -154,6 +185,69 @@ class TunedClient(mqtt.Client):
             # packet: in the second case bytes may still be waiting where select() is blind.
             if not self.has_unread_input():
                 return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _take_publishes(self, deliver: RawPublish) -> bool:
+        """Hand over every whole QoS 0/1 PUBLISH at the head of the buffer, reading more
+        while the socket has it; stop at the first packet left to paho's reader (it stays
+        in the buffer). Returns whether the socket ran dry (nothing more to read now)."""
+        buf, pos = self._rbuf, self._rpos
+        v5 = self._protocol == mqtt.MQTTv5
+        try:
+            while True:
+                end = len(buf)
+                # The fixed header: type byte, then 1-4 length bytes (§2.1.4).
+                if pos < end:
+                    head = buf[pos]
+                    if head & 0xF0 != _PUBLISH or head & 0x06 > 0x02:
+                        return False  # not a PUBLISH, or QoS 2: paho's
+                    length, shift, p = 0, 0, pos + 1
+                    while p < end and p - pos <= 4:
+                        byte = buf[p]
+                        length |= (byte & 0x7F) << shift
+                        shift += 7
+                        p += 1
+                        if not byte & 0x80:
+                            break
+                    else:
+                        if p - pos > 4:
+                            return False  # malformed length: paho's reader refuses it
+                        p = -1  # the length is cut off
+                    if p > 0 and p + length <= end:
+                        stop = p + length
+                        qos = (head >> 1) & 0x03
+                        if length < 2:
+                            return False  # malformed: paho's reader refuses it
+                        t = p + 2
+                        end_topic = t + ((buf[p] << 8) | buf[p + 1])
+                        q = end_topic + (2 if qos else 0)
+                        if (
+                            q > stop
+                            or end_topic == t
+                            or buf[t] == _DOLLAR
+                            or (v5 and (q >= stop or buf[q] != 0))
+                        ):
+                            return False  # properties, a `$` topic, odd: paho's
+                        mid = (buf[q - 2] << 8) | buf[q - 1] if qos else 0
+                        pos = stop
+                        deliver(buf[t:end_topic], buf[q + 1 if v5 else q : stop], mid, qos)
+                        continue
+                    if p > 0 and p + length - pos > RECV_CHUNK:
+                        return False  # a large packet: paho's reader takes it piecewise
+                # The buffer is empty or ends in part of a packet: read more.
+                try:
+                    data = super()._sock_recv(RECV_CHUNK)
+                except BlockingIOError:
+                    return True
+                except OSError:
+                    return False  # paho's reader meets it again and handles it
+                if not data:
+                    return False  # closed: paho's reader reports it
+                with self._msgtime_mutex:
+                    self._last_bytes_received = time.monotonic()
+                buf = buf[pos:] + data if pos < end else data
+                pos = 0
+        finally:
+            self._rbuf, self._rpos = buf, pos
 
     def _sock_close(self) -> None:
         # A new connection must not read bytes left over from the old one.

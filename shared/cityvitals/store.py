@@ -16,6 +16,7 @@ the same transaction. One refused message costs about 2·log2(batch) extra attem
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -505,31 +506,46 @@ class BatchWriter:
         self.collector = collector
         self._staged: set[int] = set()
 
+    def parse_one(self, m: Incoming) -> Message | Rejection:
+        """Parse one message (pure: it may run where the message is received)."""
+        return parse_message(
+            m.topic, m.payload, m.received_at, prefix=self.prefix, limits=self.limits
+        )
+
     def parse(
-        self, batch: Iterable[Incoming]
+        self,
+        batch: Iterable[Incoming],
+        parsed: Iterable[Message | Rejection | None] | None = None,
     ) -> tuple[list[Message], list[Incoming], list[tuple[Incoming, Rejection]]]:
-        """Parse a batch into valid messages, what each came from, and rejections."""
+        """Parse a batch into valid messages, what each came from, and rejections;
+        `parsed` holds what `parse_one` already made of each (None: not parsed yet)."""
         messages: list[Message] = []
         sources: list[Incoming] = []
         rejections: list[tuple[Incoming, Rejection]] = []
-        for m in batch:
-            parsed = parse_message(
-                m.topic, m.payload, m.received_at, prefix=self.prefix, limits=self.limits
-            )
-            if isinstance(parsed, Rejection):
-                rejections.append((m, parsed))
+        done = parsed if parsed is not None else itertools.repeat(None)
+        for m, result in zip(batch, done, strict=parsed is not None):
+            if result is None:
+                result = self.parse_one(m)
+            if isinstance(result, Rejection):
+                rejections.append((m, result))
             else:
-                messages.append(parsed)
+                messages.append(result)
                 sources.append(m)
         return messages, sources, rejections
 
-    def write(self, conn: psycopg.Connection, batch: Sequence[Incoming]) -> BatchResult:
-        """Parse and store a batch in one transaction, and commit it.
+    def write(
+        self,
+        conn: psycopg.Connection,
+        batch: Sequence[Incoming],
+        parsed: Sequence[Message | Rejection | None] | None = None,
+    ) -> BatchResult:
+        """Parse and store a batch in one transaction, and commit it; `parsed` as for
+        `parse`.
 
         A `psycopg.errors.DeadlockDetected` means another writer locked the same
         devices in another order; nothing was stored and the batch can be retried.
         """
-        messages, sources, rejections = self.parse(batch)
+        messages, sources, rejections = self.parse(batch, parsed)
         try:
             result = self.store_parsed(conn, messages, rejections, sources=sources)
             conn.commit()

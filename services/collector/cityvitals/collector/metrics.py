@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+import bisect
+import math
+import threading
+from collections.abc import Iterable, Iterator
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from cityvitals.reasons import Reason
 from cityvitals.store import BatchResult
@@ -32,10 +40,58 @@ COMMIT_SECONDS = Histogram(
     "Time to write and commit one batch",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-ACK_LAG = Histogram(
+
+
+class BatchHistogram(Collector):
+    """A histogram fed a batch of values at once, under one lock.
+
+    prometheus-client's `Histogram.observe` takes two locks per value (about 2 µs on the
+    project's machine); the ack lag is one value per message, 5,000 per batch. The
+    exposition is the same: cumulative `_bucket{le}`, `_sum` and `_count`.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: Iterable[float]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = [*sorted(float(b) for b in buckets), math.inf]
+        self._counts = [0] * len(self.bounds)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        REGISTRY.register(self)
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        """Count each value in the first bucket whose bound it does not exceed."""
+        counts = [0] * len(self.bounds)
+        total = 0.0
+        bounds = self.bounds
+        for v in values:
+            counts[bisect.bisect_left(bounds, v)] += 1
+            total += v
+        with self._lock:
+            self._counts = [a + b for a, b in zip(self._counts, counts, strict=True)]
+            self._sum += total
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        """The metric's name and help, without its values."""
+        yield HistogramMetricFamily(self.name, self.documentation)
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        """The cumulative buckets, sum and count."""
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative, running = [], 0
+        for bound, n in zip(self.bounds, counts, strict=True):
+            running += n
+            cumulative.append((floatToGoString(bound), float(running)))  # type: ignore[no-untyped-call]
+        yield HistogramMetricFamily(
+            self.name, self.documentation, buckets=cumulative, sum_value=total
+        )
+
+
+ACK_LAG = BatchHistogram(
     "cityvitals_collector_ack_lag_seconds",
     "Receive to acknowledgement, per message",
-    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+    (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 BUFFER = Gauge("cityvitals_collector_buffer_messages", "Messages received and not yet acknowledged")
 DATABASE_UP = Gauge(
