@@ -275,6 +275,11 @@ WITH prev AS (
     FROM chain WINDOW w AS (PARTITION BY device_id ORDER BY ts)
 )
 """
+# What the aggregate statement answers: whether the batch holds a late reading (older
+# than its device's previous latest state), for which the touched days are recomputed.
+_ANY_LATE = """
+SELECT EXISTS (SELECT 1 FROM {fresh} f JOIN prev p USING (device_id) WHERE f.ts < p.ts)
+"""
 _LOCAL_DAY = "((ts AT TIME ZONE %(tz)s)::date)"
 # A meter register falling below this fraction of its previous value was reset.
 METER_RESET_BELOW = 0.5
@@ -294,6 +299,7 @@ _AGGREGATE: dict[Kind, str] = {
         lags="lag(energy_kwh) OVER w AS prev_kwh",
     )
     + f"""
+, aggregate AS (
 INSERT INTO energy_daily AS e (device_id, day, consumption_kwh, last_ts)
 SELECT device_id, {_LOCAL_DAY}, coalesce(sum(CASE
         WHEN {_SAME_DAY} AND energy_kwh IS NOT NULL AND prev_kwh IS NOT NULL THEN
@@ -305,7 +311,9 @@ FROM steps WHERE is_new GROUP BY 1, 2
 ON CONFLICT (device_id, day) DO UPDATE SET
     consumption_kwh = e.consumption_kwh + excluded.consumption_kwh,
     last_ts = GREATEST(e.last_ts, excluded.last_ts)
-""",
+)
+"""
+    + _ANY_LATE.format(fresh="fresh_energy"),
     # Waste: positive weight increases per bin (its position in the array) within the
     # local day, when the bin kept its category.
     # Each bin (its position in the array) against the same position of the device's
@@ -325,7 +333,7 @@ ON CONFLICT (device_id, day) DO UPDATE SET
            ((s.prev_bins -> (b.idx::int - 1))->>'weight_kg')::float8 AS prev_kg
     FROM steps s CROSS JOIN LATERAL jsonb_array_elements(s.bins) WITH ORDINALITY AS b(bin, idx)
     WHERE s.is_new
-)
+), aggregate AS (
 INSERT INTO waste_daily AS w (device_id, day, category, deposited_kg)
 SELECT device_id, """
     + _LOCAL_DAY
@@ -337,7 +345,9 @@ WHERE """
 GROUP BY 1, 2, 3
 ON CONFLICT (device_id, day, category) DO UPDATE SET
     deposited_kg = w.deposited_kg + excluded.deposited_kg
-""",
+)
+"""
+    + _ANY_LATE.format(fresh="fresh_waste"),
     # Parking: free -> occupied transitions, per UTC hour.
     Kind.PARKING: _CHAIN.format(
         prev_cols="device_id, ts, occupied",
@@ -347,12 +357,15 @@ ON CONFLICT (device_id, day, category) DO UPDATE SET
         lags="lag(occupied) OVER w AS prev_occupied",
     )
     + """
+, aggregate AS (
 INSERT INTO parking_hourly AS p (device_id, hour, transitions)
 SELECT device_id, date_trunc('hour', ts, 'UTC'), count(*)
 FROM steps WHERE is_new AND prev_occupied = false AND occupied
 GROUP BY 1, 2
 ON CONFLICT (device_id, hour) DO UPDATE SET transitions = p.transitions + excluded.transitions
-""",
+)
+"""
+    + _ANY_LATE.format(fresh="fresh_parking"),
 }
 
 # Late readings (older than the device's latest state) count as if they had arrived in
@@ -360,9 +373,6 @@ ON CONFLICT (device_id, hour) DO UPDATE SET transitions = p.transitions + exclud
 # recomputed from the stored history, which already holds this batch's rows. Runs
 # before the latest state moves on, and only when the batch has a late reading.
 # `cityvitals rebuild` runs the same statements over every device-day and -hour.
-_HAS_LATE = """
-SELECT EXISTS (SELECT 1 FROM {fresh} f JOIN {latest} l USING (device_id) WHERE f.ts < l.ts)
-"""
 _LATE = (
     "SELECT f.device_id, f.ts FROM {fresh} f JOIN {latest} l USING (device_id) WHERE f.ts < l.ts"
 )
@@ -471,19 +481,23 @@ FROM {fresh} GROUP BY 1
 # Every device that spoke: its liveness, and registration as `unassigned` if unknown.
 # A message's age counts from its `ts` (the receive time where it had none), so a
 # backlog of old readings delivered now does not make a device look current.
+# Only a device heard for the first time (its `device_state` row inserted, not
+# updated: `xmax = 0`) can be unknown to the registry, so only those are looked up
+# there; removing a device from the registry removes its `device_state` row too
+# (`cityvitals.registry.service.delete_device`). The ON CONFLICT settles a race with
+# another writer registering the same device.
 _SEEN = """
-INSERT INTO device_state AS d (device_id, kind, last_seen_at)
-SELECT device_id, %(kind)s, max(ts) FROM {stage} GROUP BY device_id
-ORDER BY device_id
-ON CONFLICT (device_id) DO UPDATE SET
-    last_seen_at = GREATEST(d.last_seen_at, excluded.last_seen_at)
-"""
-# The anti-join keeps the common case (every device known) to index lookups; the
-# ON CONFLICT only settles a race with another writer registering the same device.
-_AUTOREGISTER = """
+WITH seen AS (
+    INSERT INTO device_state AS d (device_id, kind, last_seen_at)
+    SELECT device_id, %(kind)s, max(ts) FROM {stage} GROUP BY device_id
+    ORDER BY device_id
+    ON CONFLICT (device_id) DO UPDATE SET
+        last_seen_at = GREATEST(d.last_seen_at, excluded.last_seen_at)
+    RETURNING d.device_id, (d.xmax = 0) AS first_heard
+)
 INSERT INTO devices (device_id, kind, auto_registered)
-SELECT DISTINCT s.device_id, %(kind)s, true FROM {stage} s
-WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.device_id = s.device_id)
+SELECT s.device_id, %(kind)s, true FROM seen s
+WHERE s.first_heard AND NOT EXISTS (SELECT 1 FROM devices d WHERE d.device_id = s.device_id)
 ON CONFLICT (device_id) DO NOTHING
 """
 
@@ -714,7 +728,6 @@ class BatchWriter:
                 "bounds": list(LAG_BOUNDS_S),
             }
             cur.execute(_per_kind(_SEEN, kind), params)
-            cur.execute(_per_kind(_AUTOREGISTER, kind), params)
             result.autoregistered += max(cur.rowcount, 0)
             if not fresh:
                 return
@@ -722,10 +735,7 @@ class BatchWriter:
             for bucket, count in cur.fetchall():
                 lag_counts[min(int(bucket), len(lag_counts) - 1)] += int(count)
             cur.execute(_per_kind(_SEQ, kind))
-            cur.execute(_AGGREGATE[kind], params)
-            late = cur.execute(
-                _HAS_LATE.format(fresh=_fresh_name(kind), latest=f"latest_{kind.value}")
-            ).fetchone()
+            late = cur.execute(_AGGREGATE[kind], params).fetchone()
             if late and late[0]:
                 for statement in _RECOMPUTE_LATE[kind]:
                     cur.execute(statement, params)

@@ -377,3 +377,28 @@ def test_upgrading_a_database_that_holds_data_keeps_every_row(
             ).fetchone() == (["p1"],)
     finally:
         pg_admin.drop(name)
+
+
+def test_upgrading_drops_the_live_state_of_devices_no_longer_registered(
+    pg_admin: PgAdmin, storage: str
+) -> None:
+    # Before 0005 a device removed from the registry kept its `device_state` row; the
+    # write path now looks up only devices heard for the first time, so the row must go
+    # for the device to be registered again when it speaks.
+    name = f"up_{uuid.uuid4().hex[:12]}"
+    url = pg_admin.create(name)
+    settings = MigrateSettings(database_url=url, timescale=timescale_mode(storage))
+    try:
+        run_migrations(settings, target="0004")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("INSERT INTO devices (device_id, kind) VALUES ('kept', 'energy')")
+            conn.execute(
+                "INSERT INTO device_state (device_id, kind, last_seen_at) "
+                "VALUES ('kept', 'energy', now()), ('removed', 'energy', now())"
+            )
+        run_migrations(settings)
+        with psycopg.connect(url, autocommit=True) as conn:
+            rows = conn.execute("SELECT device_id FROM device_state").fetchall()
+        assert rows == [("kept",)]
+    finally:
+        pg_admin.drop(name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -9,6 +10,7 @@ import psycopg
 import pytest
 
 from cityvitals.payloads import Limits
+from cityvitals.registry.service import delete_device
 from cityvitals.store import BatchWriter, Incoming
 
 P = "city"
@@ -155,3 +157,29 @@ def test_ingest_counters_add_up_per_minute(writer: BatchWriter, database_url: st
         sum(result.rejected.values()),
     ) == (3, 1, 1, 1)
     assert row == (3, 1, 1, 1, 1)
+
+
+def test_a_device_removed_from_the_registry_is_registered_again_when_it_speaks(
+    writer: BatchWriter, database_url: str
+) -> None:
+    def registry(conn: psycopg.Connection) -> list[tuple[object, ...]]:
+        return conn.execute("SELECT device_id, auto_registered FROM devices").fetchall()
+
+    async def remove() -> bool:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as a:
+            return await delete_device(a, device_id="em-9")
+
+    with psycopg.connect(database_url) as conn:
+        first = writer.write(conn, [_energy("em-9", NOW - timedelta(minutes=3), 1.0)])
+        again = writer.write(conn, [_energy("em-9", NOW - timedelta(minutes=2), 2.0)])
+        assert (first.autoregistered, again.autoregistered) == (1, 0)
+        assert registry(conn) == [("em-9", True)]
+    assert asyncio.run(remove())
+    with psycopg.connect(database_url) as conn:
+        assert registry(conn) == []
+        assert conn.execute("SELECT count(*) FROM device_state").fetchone() == (0,)
+        back = writer.write(conn, [_energy("em-9", NOW - timedelta(minutes=1), 3.0)])
+        assert back.autoregistered == 1
+        assert registry(conn) == [("em-9", True)]
+        # Its history stayed through the removal.
+        assert conn.execute("SELECT count(*) FROM readings_energy").fetchone() == (3,)

@@ -80,7 +80,13 @@ _UPSERT_ONE = sql.SQL(
     values=sql.SQL(", ").join(map(sql.Placeholder, REGISTRY_FIELDS)),
     on_conflict=_ON_CONFLICT,
 )
-_DELETE = sql.SQL("DELETE FROM devices WHERE device_id = %(device_id)s")
+# The device's live state goes with its entry (its history stays): a removed device
+# that speaks again is heard for the first time, and registered as `unassigned`.
+_DELETE = sql.SQL(
+    "WITH gone AS (DELETE FROM devices WHERE device_id = %(device_id)s RETURNING device_id), "
+    "state AS (DELETE FROM device_state WHERE device_id IN (SELECT device_id FROM gone)) "
+    "SELECT count(*) FROM gone"
+)
 _SET_LOCAL = sql.SQL("SELECT set_config(%(name)s, %(value)s, true)")
 # The batch table takes the registry's column types, and none of its constraints.
 _CREATE_BATCH = sql.SQL(
@@ -156,9 +162,10 @@ async def upsert_device(
 
 
 async def delete_device(conn: AsyncConnection[Any], *, device_id: str) -> bool:
-    """Remove a registry entry (its history stays); whether there was one."""
+    """Remove a registry entry and its live state (its history stays); whether there was one."""
     cur = await conn.execute(_DELETE, {"device_id": device_id})
-    return cur.rowcount > 0
+    row = await cur.fetchone()
+    return bool(row and row[0])
 
 
 async def import_stream(
