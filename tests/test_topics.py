@@ -6,11 +6,19 @@ from __future__ import annotations
 import string
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from cityvitals.reasons import Reason, Rejection
-from cityvitals.topics import Channel, Kind, Topic, parse_topic, subscription, topic_for
+from cityvitals.topics import (
+    Channel,
+    Kind,
+    Topic,
+    parse_topic,
+    parse_topic_parts,
+    subscription,
+    topic_for,
+)
 
 # The device id grammar, written out here rather than borrowed from the module under test.
 ID_FIRST = string.ascii_letters + string.digits
@@ -263,3 +271,36 @@ def test_subscription_covers_every_device_topic_of_the_prefix(
     assert plain.endswith("/#")
     assert topic_for(prefix, kind, device_id, channel).startswith(plain.removesuffix("#"))
     assert subscription(prefix, "grp") == f"$share/grp/{plain}"
+
+
+# Levels close to the grammar: right and wrong kinds, ids and channels, empty levels,
+# characters a pattern could mistake (".", "+", newline), and other prefixes.
+near_levels = st.one_of(
+    st.sampled_from([*Kind, *Channel, "", ".", "+", "#", "city", "energy\n", "a/b"]),
+    valid_ids,
+    st.text(alphabet=ID_REST + "/.+*?$\n ü", max_size=70),
+)
+
+
+@given(
+    prefix=st.one_of(prefixes, st.sampled_from(["city", "a.b", "c+d", "x/y"])),
+    parts=st.one_of(
+        # Three levels, each right or nearly right, and any other number of levels.
+        st.tuples(
+            st.one_of(st.sampled_from(list(Kind)), near_levels),
+            st.one_of(valid_ids, near_levels),
+            st.one_of(st.sampled_from(list(Channel)), near_levels),
+        ).map(list),
+        st.lists(near_levels, max_size=6),
+    ),
+    lead=st.booleans(),
+)
+@example(prefix="city", parts=["energy", "ü", "telemetry"], lead=True)
+@example(prefix="city", parts=["energy", "a" * 65, "telemetry"], lead=True)
+@example(prefix="a.b", parts=["energy", "m", "telemetry"], lead=False)
+def test_the_one_pattern_gives_what_the_level_by_level_parse_does(
+    prefix: str, parts: list[str], lead: bool
+) -> None:
+    # Under the prefix, or under one that only a pattern not escaping it would take.
+    topic = "/".join([prefix, *parts] if lead else [prefix.replace(".", "X"), *parts])
+    assert parse_topic(topic, prefix) == parse_topic_parts(topic, prefix)
