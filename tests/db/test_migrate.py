@@ -8,6 +8,7 @@ own `create_all`, and an upgrade of a database that already holds data.
 from __future__ import annotations
 
 import ast
+import contextlib
 import re
 import shutil
 import subprocess
@@ -310,13 +311,26 @@ def _contents(
     return contents
 
 
+@contextlib.contextmanager
+def _own_database(pg_admin: PgAdmin, storage: str) -> Iterator[tuple[str, MigrateSettings]]:
+    """A database of its own, for migrating step by step; dropped afterwards."""
+    name = f"up_{uuid.uuid4().hex[:12]}"
+    url = pg_admin.create(name)
+    try:
+        yield url, MigrateSettings(database_url=url, timescale=timescale_mode(storage))
+    finally:
+        pg_admin.drop(name)
+
+
 def test_upgrading_a_database_that_holds_data_keeps_every_row(
     pg_admin: PgAdmin, storage: str
 ) -> None:
-    # A database of its own: migrated to 0002 only, as one deployed before 0003.
-    name = f"up_{uuid.uuid4().hex[:12]}"
-    url = pg_admin.create(name)
-    settings = MigrateSettings(database_url=url, timescale=timescale_mode(storage))
+    # Migrated to 0002 only, as one deployed before 0003.
+    with _own_database(pg_admin, storage) as (url, settings):
+        _upgrade_with_data(url, settings, storage)
+
+
+def _upgrade_with_data(url: str, settings: MigrateSettings, storage: str) -> None:
     ts = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
     values = {
         "ts": ts,
@@ -324,59 +338,56 @@ def test_upgrading_a_database_that_holds_data_keeps_every_row(
         "hour": ts.replace(minute=0, second=0),
         "day": ts.date(),
     }
-    try:
-        assert run_migrations(settings, target="0002").revision == "0002"
-        with psycopg.connect(url, autocommit=True) as conn:
-            for statement in ROWS_AT_0002:
-                conn.execute(statement, values)
-            if storage == "postgresql":
-                conn.execute(PLAIN_ROLLUP_ROW, values)
-            before_relations = _relations(conn)
-            columns = _columns(conn, sorted(before_relations))
-            before = _contents(conn, columns)
-        assert "collectors" not in before_relations
-        # Every table of 0002 holds data, so every one is checked below.
-        assert [n for n, rows in before.items() if not rows] == []
+    assert run_migrations(settings, target="0002").revision == "0002"
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in ROWS_AT_0002:
+            conn.execute(statement, values)
+        if storage == "postgresql":
+            conn.execute(PLAIN_ROLLUP_ROW, values)
+        before_relations = _relations(conn)
+        columns = _columns(conn, sorted(before_relations))
+        before = _contents(conn, columns)
+    assert "collectors" not in before_relations
+    # Every table of 0002 holds data, so every one is checked below.
+    assert [n for n, rows in before.items() if not rows] == []
 
-        result = run_migrations(settings)
+    result = run_migrations(settings)
 
-        assert (result.revision, result.storage) == (head_revision(), storage)
-        with psycopg.connect(url, autocommit=True) as conn:
-            after_relations = _relations(conn)
-            assert after_relations == {
-                **before_relations,
-                "collectors": "r",
-                "vitals_changes": "r",
-            }
-            # The rows of 0002's tables, column by column, as they were.
-            assert _contents(conn, columns) == before
-            # Keys, defaults and identities still work on the upgraded tables.
-            again = conn.execute(
-                "INSERT INTO readings_parking (device_id, ts, received_at, occupied) "
-                "VALUES ('p1', %(ts)s, now(), false) ON CONFLICT (device_id, ts) DO NOTHING",
-                values,
-            )
-            assert again.rowcount == 0
-            new_id = conn.execute(
-                "INSERT INTO dead_letters (topic, payload, reason, detail, received_at) "
-                "VALUES ('t', '\\x00'::bytea, 'schema', 'd', now()) RETURNING id"
-            ).fetchone()
-            assert new_id == (2,)
-            # The table 0003 adds takes rows.
-            conn.execute(
-                "INSERT INTO collectors (client_id, subscription, host, pid, started_at, "
-                "seen_at) VALUES ('c1', '$share/cityvitals/city/#', 'h', 1, now(), now())"
-            )
-            assert conn.execute("SELECT count(*) FROM collectors").fetchone() == (1,)
-            # 0004's log: its first row says "reload everything", and its triggers log
-            # what a statement on an upgraded table wrote.
-            assert conn.execute("SELECT devices FROM vitals_changes").fetchall() == [(None,)]
-            conn.execute("UPDATE device_state SET last_seen_at = now() WHERE device_id = 'p1'")
-            assert conn.execute(
-                "SELECT devices FROM vitals_changes ORDER BY id DESC LIMIT 1"
-            ).fetchone() == (["p1"],)
-    finally:
-        pg_admin.drop(name)
+    assert (result.revision, result.storage) == (head_revision(), storage)
+    with psycopg.connect(url, autocommit=True) as conn:
+        after_relations = _relations(conn)
+        assert after_relations == {
+            **before_relations,
+            "collectors": "r",
+            "vitals_changes": "r",
+        }
+        # The rows of 0002's tables, column by column, as they were.
+        assert _contents(conn, columns) == before
+        # Keys, defaults and identities still work on the upgraded tables.
+        again = conn.execute(
+            "INSERT INTO readings_parking (device_id, ts, received_at, occupied) "
+            "VALUES ('p1', %(ts)s, now(), false) ON CONFLICT (device_id, ts) DO NOTHING",
+            values,
+        )
+        assert again.rowcount == 0
+        new_id = conn.execute(
+            "INSERT INTO dead_letters (topic, payload, reason, detail, received_at) "
+            "VALUES ('t', '\\x00'::bytea, 'schema', 'd', now()) RETURNING id"
+        ).fetchone()
+        assert new_id == (2,)
+        # The table 0003 adds takes rows.
+        conn.execute(
+            "INSERT INTO collectors (client_id, subscription, host, pid, started_at, "
+            "seen_at) VALUES ('c1', '$share/cityvitals/city/#', 'h', 1, now(), now())"
+        )
+        assert conn.execute("SELECT count(*) FROM collectors").fetchone() == (1,)
+        # 0004's log: its first row says "reload everything", and its triggers log
+        # what a statement on an upgraded table wrote.
+        assert conn.execute("SELECT devices FROM vitals_changes").fetchall() == [(None,)]
+        conn.execute("UPDATE device_state SET last_seen_at = now() WHERE device_id = 'p1'")
+        assert conn.execute(
+            "SELECT devices FROM vitals_changes ORDER BY id DESC LIMIT 1"
+        ).fetchone() == (["p1"],)
 
 
 def test_upgrading_drops_the_live_state_of_devices_no_longer_registered(
@@ -385,10 +396,7 @@ def test_upgrading_drops_the_live_state_of_devices_no_longer_registered(
     # Before 0005 a device removed from the registry kept its `device_state` row; the
     # write path now looks up only devices heard for the first time, so the row must go
     # for the device to be registered again when it speaks.
-    name = f"up_{uuid.uuid4().hex[:12]}"
-    url = pg_admin.create(name)
-    settings = MigrateSettings(database_url=url, timescale=timescale_mode(storage))
-    try:
+    with _own_database(pg_admin, storage) as (url, settings):
         run_migrations(settings, target="0004")
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("INSERT INTO devices (device_id, kind) VALUES ('kept', 'energy')")
@@ -400,5 +408,3 @@ def test_upgrading_drops_the_live_state_of_devices_no_longer_registered(
         with psycopg.connect(url, autocommit=True) as conn:
             rows = conn.execute("SELECT device_id FROM device_state").fetchall()
         assert rows == [("kept",)]
-    finally:
-        pg_admin.drop(name)
