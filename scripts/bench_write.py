@@ -31,6 +31,7 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from psycopg import sql
 
 from cityvitals.mqttfast import TunedClient
 from cityvitals.settings import CollectorSettings, parse_mqtt_url
@@ -382,6 +383,40 @@ def raw_logger(b: Bench, prefix: str, group: str) -> Stored:
     return Stored(b, group, db, (RAW_COUNT, RAW_FIRST), start, [f"{prefix}-{group}"])
 
 
+# --- the database's limit: COPY of the same rows --------------------------------------
+
+
+def copy_limit(b: Bench, source_db: str) -> Drain:
+    """The rows a collector stored, written again by binary COPY into the readings tables
+    of a fresh database in one transaction: no staging, no conflict check, no state,
+    what PostgreSQL itself takes to store them. CPU is PostgreSQL's over the copy."""
+    tables = [f"readings_{kind.value}" for kind in Kind]
+    data: dict[str, bytes] = {}
+    with psycopg.connect(source_db) as src, src.cursor() as cur:
+        for table in tables:
+            # A hypertable's own COPY TO reads only its (empty) root: select from it.
+            out = sql.SQL("COPY (SELECT * FROM {}) TO STDOUT (FORMAT BINARY)")
+            with cur.copy(out.format(sql.Identifier(table))) as copy:
+                data[table] = b"".join(bytes(chunk) for chunk in copy)
+        rows = int(cur.execute(COLLECTOR_COUNT).fetchone()[0])  # type: ignore[index]
+    db = b.fresh_db()
+    watch = Watch(b, db, COLLECTOR_COUNT, COLLECTOR_FIRST)
+    with psycopg.connect(db) as conn, conn.cursor() as cur:
+        start = time.perf_counter()
+        for table in tables:
+            into = sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(sql.Identifier(table))
+            with cur.copy(into) as copy:
+                copy.write(data[table])
+        conn.commit()
+        seconds = time.perf_counter() - start
+        # Read while the copying backend still lives: its CPU leaves with it.
+        pg = watch._pg_cpu()
+        stored = int(cur.execute(COLLECTOR_COUNT).fetchone()[0])  # type: ignore[index]
+    pg_s = sum(cpu - watch.pg0.get(pid, 0.0) for pid, cpu in pg.items())
+    watch.close()
+    return Drain(rows, stored, seconds, pg_cpu_s=pg_s)
+
+
 # --- the section -------------------------------------------------------------------
 
 
@@ -476,10 +511,18 @@ def bench_write(b: Bench) -> None:
     )
     ours = [realistic[c] for c in ours_r]
     one = _rate(ours)
+    copied = copy_limit(b, ours_r[0].db)
+    b.report.add(
+        "write limit, database side: binary COPY of the rows the collector stored "
+        "(realistic) into the readings tables of a fresh database, one transaction",
+        f"{copied.rate:,.0f} rows/s (PostgreSQL {copied.us(copied.pg_cpu_s):.0f} µs/row), "
+        f"{copied.stored:,} rows",
+        "the limit of storing anything",
+    )
     b.report.add(
         f"write: collector drain of the same queue, realistic mix ({_mix_text(REALISTIC)})",
-        f"{one:,.0f} rows/s ({one / limit_r:.2f}x bare paho, {one / limit_t:.2f}x tuned bare), "
-        f"lost {sum(d.lost for d in ours)}",
+        f"{one:,.0f} rows/s ({one / limit_r:.2f}x bare paho, {one / limit_t:.2f}x tuned bare, "
+        f"{one / copied.rate:.2f}x COPY), lost {sum(d.lost for d in ours)}",
         "target ≥ 0.85x bare paho and ≥ 20,000 rows/s, 0 lost",
     )
     raw = realistic[raw_r]
