@@ -306,6 +306,26 @@ def test_the_raw_path_delivers_what_paho_does_in_the_same_order(
     assert by_raw == [_delivered(MIXED[i][0]) for i in publishes]
 
 
+def test_a_paused_reader_leaves_the_rest_in_the_buffer_until_it_resumes() -> None:
+    client = _client()
+    got: list[bytes] = []
+    client.on_publish_raw = lambda topic, payload, mid, qos: got.append(payload)
+    held = {"limit": 3}
+    client.pause_reading = lambda: len(got) >= held["limit"]
+    stream = b"".join(_publish_packet("t/x", b"%d" % i, qos=1, mid=i + 1) for i in range(10))
+    sock = ScriptedSocket([stream])
+    client._sock = sock
+    assert client.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert got == [b"0", b"1", b"2"]
+    assert client.has_unread_input()  # held back, not lost
+    assert client.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS  # still paused
+    assert len(got) == 3
+    held["limit"] = 100
+    assert client.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert got == [b"%d" % i for i in range(10)]
+    client._sock = None
+
+
 @pytest.mark.parametrize("raw", [False, True], ids=["paho", "raw"])
 def test_a_malformed_length_is_refused_on_both_paths(raw: bool) -> None:
     client = _client()

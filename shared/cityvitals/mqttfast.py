@@ -23,7 +23,11 @@ parsing, DISCONNECT) and changes only:
   matching. That is most of what a stock subscriber spends per message. Any packet
   the loop does not take whole (another type, QoS 2, properties, a `$` topic, a
   packet larger than `RECV_CHUNK`, a malformed length) is left where it is for
-  paho's own reader, and the loop goes on after it.
+  paho's own reader, and the loop goes on after it;
+- `pause_reading` (optional): while it says True, nothing more is read or handed
+  over. Debian's Mosquitto 2.0.11 sends a resumed session's whole queue without
+  waiting for PUBACKs (past the client's Receive Maximum, MQTT 5 §3.3.4); pausing
+  lets TCP hold it back, so that what a subscriber holds stays bounded.
 
 All three rest on private parts of paho-mqtt (`PAHO_METHODS`, `PAHO_STATE`), so they
 are used only when paho is the version the lock file pins (`PINNED_PAHO`) and every
@@ -64,6 +68,10 @@ _PUBACK_FMT = struct.Struct("!BBH")
 _PUBLISH = 0x30
 _DOLLAR = 0x24
 
+# How long a paused reader sleeps between looks, and at most in one call of
+# `loop_read`, so that paho's loop still sends acknowledgements and pings meanwhile.
+PAUSE_POLL_S = 0.005
+PAUSE_MAX_S = 0.5
 # (topic, payload, packet id (0 for QoS 0), QoS) of a PUBLISH taken from the buffer.
 RawPublish = Callable[[bytes, bytes, int, int], None]
 
@@ -117,6 +125,9 @@ class TunedClient(mqtt.Client):
         self._rpos = 0
         # Set it to take PUBLISH packets straight from the buffer (module docstring).
         self.on_publish_raw: RawPublish | None = None
+        # While it says True, nothing more is read: the socket fills and TCP holds the
+        # broker back (`PAUSE_POLL_S`).
+        self.pause_reading: Callable[[], bool] | None = None
         problem = (
             private_api_problem(self, methods=self.EXTRA_METHODS, state=self.EXTRA_STATE)
             if tuned
@@ -171,6 +182,8 @@ class TunedClient(mqtt.Client):
         while True:
             if self._sock is None:
                 return MQTTErrorCode.MQTT_ERR_NO_CONN
+            if self._paused():
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
             if (
                 self.on_publish_raw is not None
                 and self._manual_ack
@@ -185,6 +198,18 @@ class TunedClient(mqtt.Client):
             # packet: in the second case bytes may still be waiting where select() is blind.
             if not self.has_unread_input():
                 return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _paused(self) -> bool:
+        """Wait (up to `PAUSE_MAX_S`) while `pause_reading` says so; whether it still does."""
+        pause = self.pause_reading
+        if pause is None or not pause():
+            return False
+        deadline = time.monotonic() + PAUSE_MAX_S
+        while time.monotonic() < deadline:
+            time.sleep(PAUSE_POLL_S)
+            if not pause():
+                return False
+        return True
 
     def _take_publishes(self, deliver: RawPublish) -> bool:
         """Hand over every whole QoS 0/1 PUBLISH at the head of the buffer, reading more
@@ -230,6 +255,8 @@ class TunedClient(mqtt.Client):
                         mid = (buf[q - 2] << 8) | buf[q - 1] if qos else 0
                         pos = stop
                         deliver(buf[t:end_topic], buf[q + 1 if v5 else q : stop], mid, qos)
+                        if self.pause_reading is not None and self.pause_reading():
+                            return True  # the rest waits in the buffer
                         continue
                     if p > 0 and p + length - pos > RECV_CHUNK:
                         return False  # a large packet: paho's reader takes it piecewise

@@ -473,6 +473,32 @@ def test_queued_messages_for_an_absent_collector_survive_beyond_the_stock_limit(
     _record("collector away while 20,000 are published", N, _stored(database_url), back.metrics())
 
 
+def test_a_queue_resumed_after_an_absence_is_held_to_the_receive_window(
+    collector_factory: Factory, database_url: str, mqtt_url: str, topic_prefix: str
+) -> None:
+    # Debian's Mosquitto 2.0 sends a resumed session's whole queue at once, past the
+    # client's Receive Maximum; the collector stops reading at a full window, so what
+    # it holds stays bounded by the window whatever the depth of the queue.
+    window = 1000
+    settings = {"client_id": "deep", "receive_maximum": str(window), "batch_max": "200"}
+    c = collector_factory(database_url, mqtt_url, topic_prefix, **settings)
+    c.start_and_wait()
+    c.stop()
+    pub = ResilientPublisher(mqtt_url)
+    pub.publish_all(_load(topic_prefix))
+    pub.close()
+    back = collector_factory(database_url, mqtt_url, topic_prefix, **settings)
+    back.start_and_wait()
+    peak = 0.0
+    end = time.monotonic() + 120
+    while _stored(database_url) < N and time.monotonic() < end:
+        peak = max(peak, back.metrics().get("cityvitals_collector_buffer_messages", 0.0))
+        time.sleep(0.02)  # poll interval, bounded by `end`
+    assert _stored(database_url) == N
+    # Received and not yet taken for a batch: never more than the window.
+    assert 0 < peak <= window
+
+
 def test_readings_the_database_refuses_mid_load_stall_nothing(
     collector_factory: Factory, database_url: str, mqtt_url: str, topic_prefix: str
 ) -> None:

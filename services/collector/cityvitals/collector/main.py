@@ -163,6 +163,8 @@ class Collector:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_publish_raw = self._on_publish_raw
+        # The receive window holds even where the broker does not keep to it.
+        client.pause_reading = self._window_full
         client.on_subscribe = self._on_subscribe
         client.on_unsubscribe = self._on_unsubscribe
         client.message_callback_add(SYS_VERSION, self._on_version)
@@ -310,6 +312,10 @@ class Collector:
             # MQTT requires UTF-8 topics; keep the bytes visible for the dead letter.
             text = repr(topic)
         self._received(text, payload, mid, qos)
+
+    def _window_full(self) -> bool:
+        """Whether the collector holds a whole receive window not yet taken by the writer."""
+        return len(self.pending) >= self.settings.receive_maximum
 
     def _received(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
         """Queue a message for its batch, parsed here on the network thread: the writer
