@@ -20,7 +20,7 @@ test: ## Install what the suite needs, lint, type-check and run every test again
 lint: install ## ruff check, ruff format --check and mypy --strict only
 	@scripts/lint.sh
 
-bench: ## Run the benchmark suite and write docs/benchmarks.md (about 25 minutes)
+bench: ## Run the benchmark suite and write docs/benchmarks.md (about 30 minutes)
 	@scripts/bootstrap.sh bench
 	@.venv/bin/python -m scripts.bench --full
 

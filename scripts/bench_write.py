@@ -16,6 +16,7 @@ of it costs) and every PostgreSQL process, over the drain.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -24,6 +25,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
@@ -54,12 +56,12 @@ COLLECTOR_COUNT = (
     " + (SELECT count(*) FROM readings_waste)"
 )
 COLLECTOR_FIRST = (
-    "SELECT least((SELECT min(received_at) FROM readings_energy), "
-    "(SELECT min(received_at) FROM readings_parking), "
-    "(SELECT min(received_at) FROM readings_waste))"
+    "SELECT least((SELECT min(received_at) FROM readings_energy WHERE received_at >= %(since)s), "
+    "(SELECT min(received_at) FROM readings_parking WHERE received_at >= %(since)s), "
+    "(SELECT min(received_at) FROM readings_waste WHERE received_at >= %(since)s))"
 )
 RAW_COUNT = "SELECT count(*) FROM raw_log"
-RAW_FIRST = "SELECT min(received_at) FROM raw_log"
+RAW_FIRST = "SELECT min(received_at) FROM raw_log WHERE received_at >= %(since)s"
 
 Mix = tuple[tuple[str, float], ...]
 # Meter readings only, as the ingest benchmarks publish.
@@ -111,14 +113,16 @@ class Drain:
         return cpu_s / self.stored * 1e6 if self.stored else float("nan")
 
 
-def _publish(b: Bench, prefix: str, mix: Mix, messages: int) -> None:
+def _publish(b: Bench, prefix: str, mix: Mix, messages: int, devices_total: int = 0) -> None:
     """Queue `messages` readings in the mix's shares, one kind after the other; each kind
-    gets devices in proportion to its messages."""
+    gets devices in proportion to its messages (of `devices_total`, by default the
+    ingest benchmark's fleet)."""
     left = messages
+    fleet = devices_total or b.sizes.ingest_devices
     for i, (kind, share) in enumerate(mix):
         n = left if i == len(mix) - 1 else round(messages * share)
         left -= n
-        devices = max(1, round(b.sizes.ingest_devices * share))
+        devices = max(1, round(fleet * share))
         load = publish_load(
             b.broker.url, prefix, devices=devices, messages=n, processes=2, kind=kind
         )
@@ -139,12 +143,14 @@ class Consumer(Protocol):
         """Come back and take the copy queued meanwhile."""
 
 
-def drain_queue(b: Bench, mix: Mix, prefix: str, consumers: list[Consumer]) -> list[Drain]:
+def drain_queue(
+    b: Bench, mix: Mix, prefix: str, consumers: list[Consumer], devices: int = 0
+) -> list[Drain]:
     """Publish one queue for every consumer, then let them drain it one after the other."""
     for consumer in consumers:
         consumer.prepare()
     start = time.monotonic()
-    _publish(b, prefix, mix, b.sizes.drain_messages)
+    _publish(b, prefix, mix, b.sizes.drain_messages, devices)
     print(
         f"    {b.sizes.drain_messages:,} queued {len(consumers)} times in "
         f"{time.monotonic() - start:.0f} s",
@@ -278,13 +284,18 @@ class Watch:
     def _pg_cpu(self) -> dict[int, float]:
         return {p: _cpu_s([p]) for p in _postgres_pids(self.b) if p != self.own}
 
-    def _scalar(self, query: str) -> Any:
-        row = self.conn.execute(query).fetchone()
+    def _scalar(self, query: str, params: dict[str, Any] | None = None) -> Any:
+        row = self.conn.execute(query, params).fetchone()
         return row[0] if row else None
 
-    def until(self, n: int) -> tuple[int, float, float]:
+    def count(self) -> int:
+        """Rows stored so far."""
+        return int(self._scalar(self.count_sql) or 0)
+
+    def until(self, n: int, since: datetime | None = None) -> tuple[int, float, float]:
         """Wait until `n` are stored (or nothing more comes); (stored, seconds from the
-        first reception to the last store seen, PostgreSQL's CPU seconds meanwhile)."""
+        first reception at or after `since` to the last store seen, PostgreSQL's CPU
+        seconds meanwhile)."""
         stored, end, heard = -1, time.time(), time.monotonic()
         while True:
             now = int(self._scalar(self.count_sql) or 0)
@@ -296,7 +307,7 @@ class Watch:
             time.sleep(0.05 if stored >= 0.9 * n else 0.5)
         pg = self._pg_cpu()
         pg_s = sum(cpu - self.pg0.get(pid, 0.0) for pid, cpu in pg.items())
-        first = self._scalar(self.first_sql)
+        first = self._scalar(self.first_sql, {"since": since or datetime.min.replace(tzinfo=UTC)})
         start = first.timestamp() if first is not None else end
         return stored, end - start, pg_s
 
@@ -328,6 +339,7 @@ class Stored:
     def prepare(self) -> None:
         """Start and stop each process once, alone: a collector stopped beside a live one
         leaves the group. What a start costs is left out of the drain's CPU."""
+        self.idle_cpu = 0.0
         for client_id in self.client_ids:
             proc = self.start(client_id)
             self.idle_cpu += _cpu_s([proc.pid])
@@ -337,11 +349,14 @@ class Stored:
         """Start them all at once and wait for the rows."""
         n = self.b.sizes.drain_messages
         watch = Watch(self.b, self.db, *self.queries)
+        # A database drained before holds its rows: count and time only this drain's.
+        before, since = watch.count(), datetime.now(UTC)
         broker = [self.b.broker.proc.pid] if self.b.broker.proc else []
         broker0, window0 = _cpu_s(broker), time.monotonic()
         with ThreadPoolExecutor(len(self.client_ids)) as pool:
             procs = list(pool.map(self.start, self.client_ids))
-        stored, seconds, pg_s = watch.until(n)
+        stored, seconds, pg_s = watch.until(before + n, since)
+        stored -= before
         cpu = _cpu_s([p.pid for p in procs]) - self.idle_cpu
         broker_s, window = _cpu_s(broker) - broker0, time.monotonic() - window0
         watch.close()
@@ -560,3 +575,28 @@ def bench_write(b: Bench) -> None:
         "last stored. On the realistic mix the bare-subscriber limits and the collector are "
         f"medians of {s.runs} drain(s); every other write figure is one drain."
     )
+
+
+def bench_meter_burst(b: Bench) -> None:
+    """The megacity's meters reporting at :00: one reading from each of `meter_burst`
+    meters, queued at once, drained by one collector and by two (each its own copy).
+    Twice: on first contact (every meter new to the database: registered as unassigned,
+    first state rows) and at the next :00 (every meter known)."""
+    n = b.sizes.meter_burst
+    sizes = b.sizes
+    # The drain helpers queue `drain_messages`: the burst's size, for this section only.
+    b.sizes = dataclasses.replace(sizes, drain_messages=n)
+    try:
+        one = collectors(b, "mb", "one")
+        two = collectors(b, "mb", "two", count=2)
+        for when in ("first contact", "next :00, every meter known"):
+            d1, d2 = drain_queue(b, MINIMAL, "mb", [one, two], devices=n)
+            b.report.add(
+                f"meter burst: {n:,} meter readings (one per meter) queued at once, {when}",
+                f"1 collector {d1.seconds:.1f} s ({d1.rate:,.0f} rows/s, {d1.cores:.2f} cores "
+                f"busy), 2 collectors {d2.seconds:.1f} s ({d2.rate / d1.rate:.2f}x one, "
+                f"{d2.cores:.2f} cores busy), lost {d1.lost + d2.lost}",
+                "target: drained within 60 s, 0 lost",
+            )
+    finally:
+        b.sizes = sizes
