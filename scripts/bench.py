@@ -1024,6 +1024,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.fleet:
         command += f" --fleet {args.fleet}"
+    if args.out:
+        command += f" --out {args.out}"
     write_report(bench, out, command, time.monotonic() - started)
     if args.keep:
         print(f"servers' data and logs kept in {work}")
