@@ -23,7 +23,9 @@ parsing, DISCONNECT) and changes only:
   matching. That is most of what a stock subscriber spends per message. Any packet
   the loop does not take whole (another type, QoS 2, properties, a `$` topic, a
   packet larger than `RECV_CHUNK`, a malformed length) is left where it is for
-  paho's own reader, and the loop goes on after it;
+  paho's own reader, and the loop goes on after it. Callbacks added with
+  `message_callback_add` are not consulted for what it takes: use it where `on_message`
+  is the one handler for non-`$` topics (the collector's only other one is for `$SYS`);
 - `pause_reading` (optional): while it says True, nothing more is read or handed
   over. Debian's Mosquitto 2.0.11 sends a resumed session's whole queue without
   waiting for PUBACKs (past the client's Receive Maximum, MQTT 5 §3.3.4); pausing
