@@ -326,6 +326,26 @@ def test_a_paused_reader_leaves_the_rest_in_the_buffer_until_it_resumes() -> Non
     client._sock = None
 
 
+def test_a_paused_reader_still_reads_a_pingresp_but_no_publish() -> None:
+    # paho drops a connection whose PINGRESP it never reads: a pause must not starve it.
+    client = _client()
+    got: list[bytes] = []
+    client.on_publish_raw = lambda topic, payload, mid, qos: got.append(payload)
+    client.pause_reading = lambda: True
+    pingresp = _packet(0xD0, b"")
+    client._sock = ScriptedSocket([pingresp])
+    client._ping_t = 1.0  # a PINGREQ is outstanding
+    assert client.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert client._ping_t == 0  # answered
+    # Behind a PUBLISH, it waits with it: nothing is read past the pause.
+    client._sock = ScriptedSocket([_publish_packet("t/x", b"p", qos=1, mid=1) + pingresp])
+    client._ping_t = 1.0
+    assert client.loop_read() == MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert got == []
+    assert client._ping_t == 1.0
+    client._sock = None
+
+
 @pytest.mark.parametrize("raw", [False, True], ids=["paho", "raw"])
 def test_a_malformed_length_is_refused_on_both_paths(raw: bool) -> None:
     client = _client()

@@ -26,12 +26,13 @@ parsing, DISCONNECT) and changes only:
   paho's own reader, and the loop goes on after it. Callbacks added with
   `message_callback_add` are not consulted for what it takes: use it where `on_message`
   is the one handler for non-`$` topics (the collector's only other one is for `$SYS`);
-- `pause_reading` (optional): while it says True, nothing more is read or handed
-  over. Debian's Mosquitto 2.0.11 sends a resumed session's whole queue without
-  waiting for PUBACKs (past the client's Receive Maximum, MQTT 5 §3.3.4); pausing
-  lets TCP hold it back, so that what a subscriber holds stays bounded.
+- `pause_reading` (optional): while it says True, no PUBLISH is read or handed
+  over (packets of other kinds still are, a PINGRESP above all). Debian's Mosquitto
+  2.0.11 sends a resumed session's whole queue without waiting for PUBACKs (past the
+  client's Receive Maximum, MQTT 5 §3.3.4); pausing lets TCP hold it back, so that
+  what a subscriber holds stays bounded.
 
-All three rest on private parts of paho-mqtt (`PAHO_METHODS`, `PAHO_STATE`), so they
+All of these rest on private parts of paho-mqtt (`PAHO_METHODS`, `PAHO_STATE`), so they
 are used only when paho is the version the lock file pins (`PINNED_PAHO`) and every
 private name they touch is there (`private_api_problem`). Otherwise the client is
 stock paho, its own reader and one public `ack()` per message, and logs one warning
@@ -127,7 +128,7 @@ class TunedClient(mqtt.Client):
         self._rpos = 0
         # Set it to take PUBLISH packets straight from the buffer (module docstring).
         self.on_publish_raw: RawPublish | None = None
-        # While it says True, nothing more is read: the socket fills and TCP holds the
+        # While it says True, no PUBLISH is read: the socket fills and TCP holds the
         # broker back (`PAUSE_POLL_S`).
         self.pause_reading: Callable[[], bool] | None = None
         problem = (
@@ -184,10 +185,12 @@ class TunedClient(mqtt.Client):
         while True:
             if self._sock is None:
                 return MQTTErrorCode.MQTT_ERR_NO_CONN
-            if self._paused():
+            paused = self._paused()
+            if paused and not self._control_packet_next():
                 return MQTTErrorCode.MQTT_ERR_SUCCESS
             if (
-                self.on_publish_raw is not None
+                not paused
+                and self.on_publish_raw is not None
                 and self._manual_ack
                 and self._in_packet["command"] == 0
                 and self._take_publishes(self.on_publish_raw)
@@ -212,6 +215,26 @@ class TunedClient(mqtt.Client):
             if not pause():
                 return False
         return True
+
+    def _control_packet_next(self) -> bool:
+        """While paused: whether paho's reader may take the next packet anyway, because it
+        is not a PUBLISH (a PINGRESP must still be read, or paho drops the connection
+        for a missed keep-alive) or is one it has begun. Reads at most one chunk."""
+        if self._in_packet["command"] != 0:
+            return True  # a packet paho has begun: it finishes it
+        if self._rpos >= len(self._rbuf):
+            try:
+                data = super()._sock_recv(RECV_CHUNK)
+            except BlockingIOError:
+                return False
+            except OSError:
+                return True  # paho's reader meets it again and handles it
+            if not data:
+                return True  # closed: paho's reader reports it
+            with self._msgtime_mutex:
+                self._last_bytes_received = time.monotonic()
+            self._rbuf, self._rpos = data, 0
+        return self._rbuf[self._rpos] & 0xF0 != _PUBLISH
 
     def _take_publishes(self, deliver: RawPublish) -> bool:
         """Hand over every whole QoS 0/1 PUBLISH at the head of the buffer, reading more
