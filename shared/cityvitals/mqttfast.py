@@ -223,18 +223,28 @@ class TunedClient(mqtt.Client):
         if self._in_packet["command"] != 0:
             return True  # a packet paho has begun: it finishes it
         if self._rpos >= len(self._rbuf):
-            try:
-                data = super()._sock_recv(RECV_CHUNK)
-            except BlockingIOError:
+            data = self._read_chunk()
+            if data is None:
                 return False
-            except OSError:
-                return True  # paho's reader meets it again and handles it
             if not data:
-                return True  # closed: paho's reader reports it
-            with self._msgtime_mutex:
-                self._last_bytes_received = time.monotonic()
+                return True  # paho's reader meets the error or the close and handles it
             self._rbuf, self._rpos = data, 0
         return self._rbuf[self._rpos] & 0xF0 != _PUBLISH
+
+    def _read_chunk(self) -> bytes | None:
+        """One `recv()` of up to `RECV_CHUNK` through paho's own (TLS, errors): the bytes,
+        None when the socket has nothing now, or b"" on an error or a closed connection,
+        which paho's reader then meets again and handles."""
+        try:
+            data = super()._sock_recv(RECV_CHUNK)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return b""
+        if data:
+            with self._msgtime_mutex:
+                self._last_bytes_received = time.monotonic()
+        return data
 
     def _take_publishes(self, deliver: RawPublish) -> bool:
         """Hand over every whole QoS 0/1 PUBLISH at the head of the buffer, reading more
@@ -286,16 +296,11 @@ class TunedClient(mqtt.Client):
                     if p > 0 and p + length - pos > RECV_CHUNK:
                         return False  # a large packet: paho's reader takes it piecewise
                 # The buffer is empty or ends in part of a packet: read more.
-                try:
-                    data = super()._sock_recv(RECV_CHUNK)
-                except BlockingIOError:
+                data = self._read_chunk()
+                if data is None:
                     return True
-                except OSError:
-                    return False  # paho's reader meets it again and handles it
                 if not data:
-                    return False  # closed: paho's reader reports it
-                with self._msgtime_mutex:
-                    self._last_bytes_received = time.monotonic()
+                    return False  # an error or a close: paho's reader handles it
                 buf = buf[pos:] + data if pos < end else data
                 pos = 0
         finally:
